@@ -1,0 +1,202 @@
+// Package pl011 emulates the Arm PrimeCell PL011 UART (DDI 0183) as far as
+// Linux's amba-pl011 driver uses it: transmit straight to a writer, a receive
+// FIFO fed from the host, and the interrupt status and mask registers. There
+// is no baud-rate timing: transmission completes at once.
+package pl011
+
+import (
+	"io"
+	"sync"
+)
+
+// Size is the length of the register window.
+const Size = 0x1000
+
+// Register offsets (DDI 0183, table 3-1).
+const (
+	regDR    = 0x000
+	regRSR   = 0x004
+	regFR    = 0x018
+	regIBRD  = 0x024
+	regFBRD  = 0x028
+	regLCRH  = 0x02c
+	regCR    = 0x030
+	regIFLS  = 0x034
+	regIMSC  = 0x038
+	regRIS   = 0x03c
+	regMIS   = 0x040
+	regICR   = 0x044
+	regDMACR = 0x048
+	regID    = 0xfe0 // PeriphID0..3, PCellID0..3 at 0xfe0..0xffc
+)
+
+// Flag register bits.
+const (
+	frRXFE = 1 << 4
+	frTXFE = 1 << 7
+)
+
+// Interrupt bits (RIS, MIS, IMSC, ICR).
+const (
+	intRX = 1 << 4
+	intTX = 1 << 5
+	intRT = 1 << 6
+)
+
+// fifoMax bounds buffered input; Input blocks while the FIFO is this full.
+const fifoMax = 4096
+
+var ids = [8]byte{0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1}
+
+// UART is one PL011. It is safe for concurrent use: vCPU threads access the
+// registers while a host goroutine feeds input.
+type UART struct {
+	out io.Writer
+	irq func(level bool)
+
+	mu    sync.Mutex
+	space *sync.Cond // signalled when the receive FIFO drains
+	rx    []byte
+	level bool
+
+	ibrd, fbrd, lcrh, cr, ifls, imsc, dmacr uint32
+	txIntCleared                            bool
+}
+
+// New returns a UART that writes transmitted bytes to out and drives its
+// interrupt line through irq.
+func New(out io.Writer, irq func(level bool)) *UART {
+	u := &UART{out: out, irq: irq, cr: 0x300, ifls: 0x12}
+	u.space = sync.NewCond(&u.mu)
+	return u
+}
+
+// ris is the raw interrupt status: receive and receive-timeout while input
+// waits, transmit whenever the (instant) transmit FIFO is below its trigger
+// level, unless the guest cleared it and has not written since.
+func (u *UART) ris() uint32 {
+	var r uint32
+	if len(u.rx) > 0 {
+		r |= intRX | intRT
+	}
+	if !u.txIntCleared {
+		r |= intTX
+	}
+	return r
+}
+
+// update recomputes the interrupt line; called with mu held.
+func (u *UART) update() {
+	level := u.ris()&u.imsc != 0
+	if level != u.level {
+		u.level = level
+		u.irq(level)
+	}
+}
+
+// Read returns the value of the register at off.
+func (u *UART) Read(off uint64, size int) uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch {
+	case off == regDR:
+		if len(u.rx) == 0 {
+			return 0
+		}
+		c := u.rx[0]
+		u.rx = u.rx[1:]
+		u.space.Signal()
+		u.update()
+		return uint64(c)
+	case off == regFR:
+		fr := uint32(frTXFE)
+		if len(u.rx) == 0 {
+			fr |= frRXFE
+		}
+		return uint64(fr)
+	case off == regIBRD:
+		return uint64(u.ibrd)
+	case off == regFBRD:
+		return uint64(u.fbrd)
+	case off == regLCRH:
+		return uint64(u.lcrh)
+	case off == regCR:
+		return uint64(u.cr)
+	case off == regIFLS:
+		return uint64(u.ifls)
+	case off == regIMSC:
+		return uint64(u.imsc)
+	case off == regRIS:
+		return uint64(u.ris())
+	case off == regMIS:
+		return uint64(u.ris() & u.imsc)
+	case off == regDMACR:
+		return uint64(u.dmacr)
+	case off >= regID && off < Size && off%4 == 0:
+		return uint64(ids[(off-regID)/4])
+	}
+	return 0 // RSR and reserved registers read as zero
+}
+
+// Write stores v into the register at off.
+func (u *UART) Write(off uint64, size int, v uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	w := uint32(v)
+	switch off {
+	case regDR:
+		u.out.Write([]byte{byte(w)})
+		u.txIntCleared = false
+	case regIBRD:
+		u.ibrd = w & 0xffff
+	case regFBRD:
+		u.fbrd = w & 0x3f
+	case regLCRH:
+		u.lcrh = w & 0xff
+	case regCR:
+		u.cr = w & 0xff87
+	case regIFLS:
+		u.ifls = w & 0x3f
+	case regIMSC:
+		u.imsc = w & 0x7ff
+	case regICR:
+		if w&intTX != 0 {
+			u.txIntCleared = true
+		}
+		// RX and RT are level conditions: they stay while input waits.
+	case regDMACR:
+		u.dmacr = w & 0x7
+	}
+	u.update()
+}
+
+// Input queues bytes for the guest to receive. It blocks while the receive
+// buffer is full, so no input is lost.
+func (u *UART) Input(b []byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for len(b) > 0 {
+		for len(u.rx) >= fifoMax {
+			u.space.Wait()
+		}
+		n := min(len(b), fifoMax-len(u.rx))
+		u.rx = append(u.rx, b[:n]...)
+		b = b[n:]
+		u.update()
+	}
+}
+
+// Feed copies r into the UART's input until r ends or fails.
+func (u *UART) Feed(r io.Reader) error {
+	buf := make([]byte, 256)
+	for {
+		n, err := r.Read(buf)
+		u.Input(buf[:n])
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
