@@ -1,0 +1,144 @@
+package kvm
+
+// ioctl numbers (include/uapi/linux/kvm.h; asm-generic encoding
+// dir<<30 | size<<16 | 0xAE<<8 | nr). Checked against kvm-arm64.md §1.1.
+const (
+	kvmGetAPIVersion       = 0xAE00
+	kvmCreateVM            = 0xAE01
+	kvmCheckExtension      = 0xAE03
+	kvmGetVCPUMmapSize     = 0xAE04
+	kvmCreateVCPU          = 0xAE41
+	kvmSetUserMemoryRegion = 0x4020AE46
+	kvmIRQLine             = 0x4008AE61
+	kvmRun                 = 0xAE80
+	kvmGetOneReg           = 0x4010AEAB
+	kvmSetOneReg           = 0x4010AEAC
+	kvmARMVCPUInit         = 0x4020AEAE
+	kvmARMPreferredTarget  = 0x8020AEAF
+	kvmCreateDevice        = 0xC00CAEE0
+	kvmSetDeviceAttr       = 0x4018AEE1
+	kvmHasDeviceAttr       = 0x4018AEE3
+)
+
+// kvmAPIVersion is the only KVM API version there has ever been.
+const kvmAPIVersion = 12
+
+// Capabilities (KVM_CHECK_EXTENSION).
+const (
+	capNrVCPUs       = 9
+	capMaxVCPUs      = 66
+	capARMPSCI02     = 102
+	capImmediateExit = 136
+	capARMVMIPASize  = 165
+)
+
+// kvm_run layout (§1.6): byte offsets into the mmap'd vCPU page.
+const (
+	runImmediateExit = 1
+	runExitReason    = 8
+	runMMIOPhysAddr  = 32
+	runMMIOData      = 40
+	runMMIOLen       = 48
+	runMMIOIsWrite   = 52
+	runHypercallNr   = 32
+	runSysEventType  = 32
+	runFailReason    = 32
+	runInternalSub   = 32
+)
+
+// Exit reasons.
+const (
+	exitHypercall     = 3
+	exitMMIO          = 6
+	exitFailEntry     = 9
+	exitIntr          = 10
+	exitInternalError = 17
+	exitSystemEvent   = 24
+	exitARMNISV       = 28
+)
+
+// KVM_EXIT_SYSTEM_EVENT types.
+const (
+	systemEventShutdown = 1
+	systemEventReset    = 2
+)
+
+// kvm_vcpu_init features[0] bits (§1.8).
+const (
+	featurePowerOff = 1 << 0
+	featurePSCI02   = 1 << 2
+)
+
+// Device types and vGICv3 attributes (arch/arm64/include/uapi/asm/kvm.h).
+const (
+	devTypeARMVGICv3     = 7
+	vgicGrpAddr          = 0
+	vgicGrpNrIRQs        = 3
+	vgicGrpCtrl          = 4
+	vgicV3AddrTypeDist   = 2
+	vgicV3AddrTypeRedist = 3
+	vgicCtrlInit         = 0
+)
+
+// SMCCC filter (Linux 6.4+, Documentation/virt/kvm/devices/vm.rst).
+const (
+	vmSMCCCCtrl          = 0 // attribute group on the VM fd
+	vmSMCCCFilter        = 0 // attribute
+	smcccFilterFwdToUser = 2
+)
+
+// Register IDs for KVM_GET/SET_ONE_REG (§1.9): core registers are
+// 0x6030_0000_0010_0000 | offset-in-kvm_regs/4.
+const (
+	regX0     = 0x6030000000100000
+	regPC     = 0x6030000000100040
+	regPSTATE = 0x6030000000100042
+)
+
+// pstateEL1hMasked is EL1h with D, A, I and F masked (booting.rst).
+const pstateEL1hMasked = 0x3c5
+
+// C struct mirrors; their sizes are asserted in ioctl_unsafe.go.
+
+type userspaceMemoryRegion struct {
+	Slot          uint32
+	Flags         uint32
+	GuestPhysAddr uint64
+	MemorySize    uint64
+	UserspaceAddr uint64
+}
+
+type vcpuInit struct {
+	Target   uint32
+	Features [7]uint32
+}
+
+type irqLevel struct {
+	IRQ   uint32
+	Level uint32
+}
+
+type oneReg struct {
+	ID   uint64
+	Addr uint64
+}
+
+type createDevice struct {
+	Type  uint32
+	Fd    uint32
+	Flags uint32
+}
+
+type deviceAttr struct {
+	Flags uint32
+	Group uint32
+	Attr  uint64
+	Addr  uint64
+}
+
+type smcccFilter struct {
+	Base        uint32
+	NrFunctions uint32
+	Action      uint8
+	_           [15]uint8
+}

@@ -1,0 +1,67 @@
+//go:build linux && arm64
+
+package kvm
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layout checks: each mirror must have its C size (kvm-arm64.md §1.2). A
+// wrong size fails to compile (negative array length or overflowing constant).
+var (
+	_ [32 - unsafe.Sizeof(userspaceMemoryRegion{})]byte
+	_ [unsafe.Sizeof(userspaceMemoryRegion{}) - 32]byte
+	_ [32 - unsafe.Sizeof(vcpuInit{})]byte
+	_ [unsafe.Sizeof(vcpuInit{}) - 32]byte
+	_ [8 - unsafe.Sizeof(irqLevel{})]byte
+	_ [unsafe.Sizeof(irqLevel{}) - 8]byte
+	_ [16 - unsafe.Sizeof(oneReg{})]byte
+	_ [unsafe.Sizeof(oneReg{}) - 16]byte
+	_ [12 - unsafe.Sizeof(createDevice{})]byte
+	_ [unsafe.Sizeof(createDevice{}) - 12]byte
+	_ [24 - unsafe.Sizeof(deviceAttr{})]byte
+	_ [unsafe.Sizeof(deviceAttr{}) - 24]byte
+	_ [24 - unsafe.Sizeof(smcccFilter{})]byte
+	_ [unsafe.Sizeof(smcccFilter{}) - 24]byte
+)
+
+// ioctl issues an ioctl whose argument is an integer.
+func ioctl(fd int, req, arg uintptr) (int, error) {
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
+}
+
+// ioctlPtr issues an ioctl whose argument points to *p.
+// SAFETY: p is a live Go pointer for the duration of the call; the syscall
+// argument rule keeps it valid, and KVM does not retain it.
+func ioctlPtr[T any](fd int, req uintptr, p *T) (int, error) {
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(p)))
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
+}
+
+// addrOf returns the address of a buffer for a struct field that carries a
+// user pointer (kvm_one_reg.addr, kvm_device_attr.addr, userspace_addr).
+// SAFETY: callers pass heap or mmap'd memory, which never moves, and keep it
+// referenced for as long as the kernel may use the address.
+func addrOf[T any](p *T) uint64 { return uint64(uintptr(unsafe.Pointer(p))) }
+
+// setImmediateExit stores kvm_run.immediate_exit from any thread.
+// SAFETY: run is the vCPU's kvm_run mapping (page-aligned, so the first word
+// is aligned); byte 0 (request_interrupt_window) is unused on arm64, so the
+// word store changes only immediate_exit at byte 1.
+func setImmediateExit(run []byte, on bool) {
+	var v uint32
+	if on {
+		v = 1 << (8 * runImmediateExit)
+	}
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&run[0])), v)
+}
