@@ -1,0 +1,224 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/squibvm/squib/devices/pl011"
+	"github.com/squibvm/squib/devices/pl031"
+	"github.com/squibvm/squib/gic"
+	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/loader"
+	"github.com/squibvm/squib/memory"
+	"github.com/squibvm/squib/psci"
+)
+
+// Outcome is how a VM ended.
+type Outcome int
+
+const (
+	PowerOff Outcome = iota // the guest called PSCI SYSTEM_OFF
+	Reset                   // the guest called PSCI SYSTEM_RESET
+	Stopped                 // Stop was called
+	Failed                  // a vCPU or device failed; Wait returns the error
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case PowerOff:
+		return "power-off"
+	case Reset:
+		return "reset"
+	case Stopped:
+		return "stopped"
+	case Failed:
+		return "failed"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Machine is a booted (or booting) VM.
+type Machine struct {
+	log   *slog.Logger
+	plan  *Plan
+	ram   *memory.RAM
+	vm    hv.VM
+	psci  *psci.Machine
+	uart  *pl011.UART
+	bus   bus
+	vcpus []*vcpu
+	wg    sync.WaitGroup // vCPU goroutines
+
+	endOnce  sync.Once
+	stopping chan struct{} // closed when the VM ends
+	outcome  Outcome
+	err      error
+
+	ctl sync.Mutex // serializes Pause and Resume
+}
+
+// New builds the machine described by plan on hypervisor h: guest RAM with
+// the kernel, initrd and device tree loaded, the devices, and one locked
+// goroutine per vCPU with its vCPU created. The vCPUs wait for Start.
+func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (m *Machine, err error) {
+	if plan.VCPUs > h.MaxVCPUs() {
+		return nil, fmt.Errorf("--cpus %d: the %s backend supports at most %d vCPUs here", plan.VCPUs, h.Name(), h.MaxVCPUs())
+	}
+	m = &Machine{log: log, plan: plan, stopping: make(chan struct{}), bus: bus{log: log}}
+	if m.ram, err = memory.New(RAMBase, plan.RAMSize); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.end(Failed, err)
+			m.wg.Wait()
+			if m.vm != nil {
+				m.vm.Close()
+			}
+			m.ram.Close()
+		}
+	}()
+	if err := loader.Load(m.ram, plan.Layout, plan.Image, plan.Initrd); err != nil {
+		return nil, err
+	}
+	if err := m.ram.Write(plan.Layout.DTB, plan.DTB); err != nil {
+		return nil, fmt.Errorf("loading the device tree: %w", err)
+	}
+	if m.vm, err = h.NewVM(hv.Config{VCPUs: plan.VCPUs, RAMBase: RAMBase, RAM: m.ram.Bytes(), GIC: plan.GIC}); err != nil {
+		return nil, err
+	}
+	if m.vm.InKernelPSCI() {
+		log.Warn("this KVM has no SMCCC filter (Linux < 6.4): PSCI is handled by the kernel, not by squib")
+	}
+
+	mpidrs := make([]uint64, plan.VCPUs)
+	for i := range mpidrs {
+		mpidrs[i] = hv.MPIDR(i)
+	}
+	m.psci, err = psci.New(psci.Config{
+		MPIDRs:     mpidrs,
+		ValidEntry: func(addr uint64) bool { return m.ram.Contains(addr, 4) },
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	m.uart = pl011.New(console, m.irqLine(plan.uartSPI))
+	m.bus.add(UARTBase, pl011.Size, "pl011", m.uart)
+	m.bus.add(RTCBase, pl031.Size, "pl031", pl031.New(nil))
+
+	created := make(chan error, plan.VCPUs)
+	for i := range plan.VCPUs {
+		c := &vcpu{id: i, cmds: make(chan command, 4), wake: make(chan struct{}, 1)}
+		m.vcpus = append(m.vcpus, c)
+		m.wg.Add(1)
+		go m.runVCPU(c, created)
+	}
+	var errs []error
+	for range plan.VCPUs {
+		errs = append(errs, <-created)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := m.vm.Ready(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// irqLine returns the function a device calls to drive its interrupt line.
+// Raising a line also wakes vCPUs sleeping in WFI in squib (HVF).
+func (m *Machine) irqLine(spi gic.SPI) func(bool) {
+	return func(level bool) {
+		if err := m.vm.SetSPI(spi.INTID(), level); err != nil {
+			m.end(Failed, err)
+			return
+		}
+		if level {
+			for _, c := range m.vcpus {
+				select {
+				case c.wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// Start boots the guest: the boot vCPU enters the kernel with x0 pointing
+// at the device tree; secondaries stay off until the guest's PSCI CPU_ON.
+// With in-kernel PSCI every vCPU runs and KVM holds the secondaries.
+func (m *Machine) Start(input io.Reader) {
+	if input != nil {
+		go m.uart.Feed(input)
+	}
+	m.vcpus[0].cmds <- command{kind: cmdPowerOn, entry: m.plan.Layout.Kernel, arg: m.plan.Layout.DTB}
+	if m.vm.InKernelPSCI() {
+		for _, c := range m.vcpus[1:] {
+			c.cmds <- command{kind: cmdRun}
+		}
+	}
+}
+
+// Pause stops every vCPU at its next exit and returns once all have stopped.
+func (m *Machine) Pause() error { return m.broadcast(cmdPause) }
+
+// Resume lets paused vCPUs run again.
+func (m *Machine) Resume() error { return m.broadcast(cmdResume) }
+
+func (m *Machine) broadcast(kind cmdKind) error {
+	m.ctl.Lock()
+	defer m.ctl.Unlock()
+	done := make(chan error, len(m.vcpus))
+	for _, c := range m.vcpus {
+		select {
+		case c.cmds <- command{kind: kind, done: done}:
+			c.kick()
+		case <-m.stopping:
+			return errors.New("the VM has ended")
+		}
+	}
+	var errs []error
+	for range m.vcpus {
+		select {
+		case err := <-done:
+			errs = append(errs, err)
+		case <-m.stopping:
+			return errors.New("the VM has ended")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop ends the VM.
+func (m *Machine) Stop() { m.end(Stopped, nil) }
+
+// end records the first outcome and makes every vCPU leave its loop.
+func (m *Machine) end(o Outcome, err error) {
+	m.endOnce.Do(func() {
+		m.outcome, m.err = o, err
+		close(m.stopping)
+		for _, c := range m.vcpus {
+			c.kick()
+		}
+	})
+}
+
+// Wait blocks until the VM has ended and every vCPU is gone, releases the
+// VM and its memory, and reports how it ended.
+func (m *Machine) Wait() (Outcome, error) {
+	<-m.stopping
+	m.wg.Wait()
+	err := m.vm.Close()
+	if cerr := m.ram.Close(); err == nil {
+		err = cerr
+	}
+	if m.err != nil {
+		err = m.err
+	}
+	return m.outcome, err
+}

@@ -1,0 +1,77 @@
+// Package vmm is squib's backend-neutral VMM core: it lays out an arm64
+// board (memory map, device tree, PL011, PL031, GICv3), loads a Linux kernel,
+// and runs one locked goroutine per vCPU on any hv.Hypervisor, taking
+// commands (pause, resume, stop) through each vCPU's channel.
+package vmm
+
+import (
+	"fmt"
+
+	"github.com/squibvm/squib/gic"
+	"github.com/squibvm/squib/loader"
+)
+
+// Config is what a user asks for.
+type Config struct {
+	Kernel    []byte // kernel file contents: raw or gzip'd arm64 Image
+	Initrd    []byte // optional
+	Cmdline   string
+	VCPUs     int
+	MemoryMiB uint64
+}
+
+// DefaultCmdline sends the console to the PL011 and turns a guest panic into
+// an immediate reset, so a crashed guest ends squibd instead of hanging.
+const DefaultCmdline = "console=ttyAMA0 panic=-1"
+
+// Plan is a validated Config turned into a concrete board: everything needed
+// to boot except the hypervisor. It is deterministic apart from the
+// device tree's random seed.
+type Plan struct {
+	Config
+	RAMSize uint64
+	Image   *loader.Image
+	Layout  loader.Layout
+	GIC     *gic.Layout
+	DTB     []byte
+
+	uartSPI, rtcSPI gic.SPI
+}
+
+// Prepare checks cfg and lays out the board. Its errors are meant for users.
+func Prepare(cfg Config) (*Plan, error) {
+	if cfg.VCPUs < 1 {
+		return nil, fmt.Errorf("--cpus %d: a VM needs at least one vCPU", cfg.VCPUs)
+	}
+	if cfg.VCPUs > gic.MaxVCPUs() {
+		return nil, fmt.Errorf("--cpus %d: the GICv3 layout holds at most %d vCPUs", cfg.VCPUs, gic.MaxVCPUs())
+	}
+	if cfg.MemoryMiB == 0 || cfg.MemoryMiB > MaxRAM>>20 {
+		return nil, fmt.Errorf("--memory %d: must be between 1 and %d MiB", cfg.MemoryMiB, uint64(MaxRAM>>20))
+	}
+	img, err := loader.ParseImage(cfg.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	p := &Plan{Config: cfg, RAMSize: cfg.MemoryMiB << 20, Image: img}
+	p.Layout, err = loader.Place(RAMBase, p.RAMSize, img, uint64(len(cfg.Initrd)))
+	if err != nil {
+		return nil, fmt.Errorf("--memory %d: %w", cfg.MemoryMiB, err)
+	}
+	if p.GIC, err = gic.NewLayout(cfg.VCPUs); err != nil {
+		return nil, err
+	}
+	if p.uartSPI, err = p.GIC.AllocSPI(); err != nil {
+		return nil, err
+	}
+	if p.rtcSPI, err = p.GIC.AllocSPI(); err != nil {
+		return nil, err
+	}
+	if p.DTB, err = deviceTree(p); err != nil {
+		return nil, fmt.Errorf("building the device tree: %w", err)
+	}
+	if len(p.DTB) > loader.DTBMax {
+		return nil, fmt.Errorf("device tree of %d bytes exceeds 2 MiB", len(p.DTB))
+	}
+	return p, nil
+}
