@@ -1,0 +1,166 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/squibvm/squib/loader"
+	"github.com/squibvm/squib/vmm"
+)
+
+// runFlags are the flags of "squibd run".
+type runFlags struct {
+	kernel, initrd, cmdline string
+	cpus                    int
+	memory                  uint64
+	console, dumpDTB        string
+	logLevel                slog.Level
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
+	f := &runFlags{}
+	fs := flag.NewFlagSet("squibd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.kernel, "kernel", "", "arm64 Linux `Image` to boot (raw or gzip-compressed)")
+	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk `file`")
+	fs.StringVar(&f.cmdline, "cmdline", vmm.DefaultCmdline, "kernel command line")
+	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
+	fs.Uint64Var(&f.memory, "memory", 256, "guest RAM in `MiB`")
+	fs.StringVar(&f.console, "console", "stdio", "where the guest console goes: stdio, or file:`PATH`")
+	fs.StringVar(&f.dumpDTB, "dump-dtb", "", "write the device tree squibd would boot with to `PATH` and exit")
+	fs.TextVar(&f.logLevel, "log-level", slog.LevelWarn, "log `level`: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if f.kernel == "" {
+		return nil, usageError{"--kernel is required"}
+	}
+	if f.console != "stdio" && !strings.HasPrefix(f.console, "file:") {
+		return nil, usageError{fmt.Sprintf("--console %q: use stdio or file:PATH", f.console)}
+	}
+	return f, nil
+}
+
+func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	f, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	log.Info("squibd starting", "pid", os.Getpid())
+
+	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory}
+	if cfg.Kernel, err = readFile("--kernel", f.kernel, loader.MaxImageSize); err != nil {
+		return 0, err
+	}
+	if f.initrd != "" {
+		if cfg.Initrd, err = readFile("--initrd", f.initrd, f.memory<<20); err != nil {
+			return 0, err
+		}
+	}
+	plan, err := vmm.Prepare(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if f.dumpDTB != "" {
+		return exitOK, writeFileAtomic(f.dumpDTB, plan.DTB)
+	}
+
+	console, input := stdout, stdin
+	if path, ok := strings.CutPrefix(f.console, "file:"); ok {
+		file, err := os.Create(path)
+		if err != nil {
+			return 0, fmt.Errorf("--console: %w", err)
+		}
+		defer file.Close()
+		console, input = file, nil
+	}
+
+	h, err := openHypervisor()
+	if err != nil {
+		return 0, err
+	}
+	m, err := vmm.New(h, plan, console, log)
+	if err != nil {
+		return 0, err
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	var caught os.Signal
+	go func() {
+		caught = <-signals
+		m.Stop()
+	}()
+	m.Start(input)
+	outcome, err := m.Wait()
+	log.Info("VM ended", "outcome", outcome)
+	switch outcome {
+	case vmm.PowerOff:
+		return exitOK, nil
+	case vmm.Reset:
+		return exitReset, nil
+	case vmm.Stopped:
+		return exitSignaled + int(caught.(syscall.Signal)), nil
+	}
+	return 0, err
+}
+
+// readFile reads a user-named input file, refusing one larger than limit
+// before reading it.
+func readFile(flagName, path string, limit uint64) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flagName, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s %s: not a regular file", flagName, path)
+	}
+	if uint64(st.Size()) > limit {
+		return nil, fmt.Errorf("%s %s: %d MiB is too large (limit %d MiB)", flagName, path, st.Size()>>20, limit>>20)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flagName, err)
+	}
+	return b, nil
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory, so path holds either its old contents or all of data.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
