@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/squibvm/squib/fdt"
+)
+
+var squibdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "squibd-test")
+	if err != nil {
+		panic(err)
+	}
+	squibdBin = filepath.Join(dir, "squibd")
+	if out, err := exec.Command("go", "build", "-o", squibdBin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runSquibd runs the real binary and returns its exit status and stderr.
+func runSquibd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(squibdBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// writeKernel writes a file with a valid arm64 Image header of the given
+// image_size (the body is zeros: enough to be placed, not to boot).
+func writeKernel(t *testing.T, imageSize uint64) string {
+	b := make([]byte, 64<<10)
+	binary.LittleEndian.PutUint64(b[0x10:], imageSize)
+	binary.LittleEndian.PutUint32(b[0x38:], 0x644D5241)
+	path := filepath.Join(t.TempDir(), "Image")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRunBadInput(t *testing.T) {
+	dir := t.TempDir()
+	kernel := writeKernel(t, 16<<20)
+	script := filepath.Join(dir, "script.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho not a kernel\n"+strings.Repeat("#\n", 64)), 0o755)
+	initrd := filepath.Join(dir, "initrd")
+	os.WriteFile(initrd, make([]byte, 40<<20), 0o644)
+
+	cases := []struct {
+		name   string
+		args   []string
+		status int
+		msg    string
+	}{
+		{"no kernel flag", []string{"run"}, exitUsage, "--kernel is required"},
+		{"unknown flag", []string{"run", "--kernel", kernel, "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
+		{"unknown command", []string{"launch"}, exitUsage, `unknown command "launch"`},
+		{"bad console", []string{"run", "--kernel", kernel, "--console", "tcp:1"}, exitUsage, "use stdio or file:PATH"},
+		{"missing kernel", []string{"run", "--kernel", filepath.Join(dir, "nope")}, exitError, "no such file or directory"},
+		{"kernel is a directory", []string{"run", "--kernel", dir}, exitError, "not a regular file"},
+		{"not an Image", []string{"run", "--kernel", script}, exitError, "not an arm64 Linux Image: no ARM\\x64 magic"},
+		{"missing initrd", []string{"run", "--kernel", kernel, "--initrd", filepath.Join(dir, "nope")}, exitError, "--initrd: stat"},
+		{"memory too small", []string{"run", "--kernel", kernel, "--memory", "16"}, exitError, "memory too small"},
+		{"initrd too large for memory", []string{"run", "--kernel", kernel, "--initrd", initrd, "--memory", "32"}, exitError, "too large"},
+		{"initrd does not fit", []string{"run", "--kernel", kernel, "--initrd", initrd, "--memory", "50"}, exitError, "memory too small"},
+		{"zero cpus", []string{"run", "--kernel", kernel, "--cpus", "0"}, exitError, "--cpus 0: a VM needs at least one vCPU"},
+		{"too many cpus", []string{"run", "--kernel", kernel, "--cpus", "500"}, exitError, "at most 123"},
+	}
+	if runtime.GOOS != "linux" || runtime.GOARCH != "arm64" {
+		cases = append(cases, struct {
+			name   string
+			args   []string
+			status int
+			msg    string
+		}{"no hypervisor", []string{"run", "--kernel", kernel}, exitError, "no usable hypervisor"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, stderr := runSquibd(t, c.args...)
+			if status != c.status || !strings.Contains(stderr, c.msg) {
+				t.Fatalf("status %d, stderr %q; want status %d and %q", status, stderr, c.status, c.msg)
+			}
+			if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic:") {
+				t.Fatalf("stack trace on stderr: %s", stderr)
+			}
+			// Errors that are not flag-parsing help are exactly one line.
+			if c.status == exitError && strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("want one line on stderr, got %q", stderr)
+			}
+		})
+	}
+}
+
+func TestDumpDTB(t *testing.T) {
+	kernel := writeKernel(t, 16<<20)
+	out := filepath.Join(t.TempDir(), "board.dtb")
+	status, stderr := runSquibd(t, "run", "--kernel", kernel, "--cpus", "4", "--memory", "512",
+		"--cmdline", "console=ttyAMA0 quiet", "--dump-dtb", out)
+	if status != 0 {
+		t.Fatalf("status %d: %s", status, stderr)
+	}
+	blob, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _, err := fdt.Parse(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Find("/cpus/cpu@3") == nil || root.Find("/cpus/cpu@4") != nil {
+		t.Error("the DTB does not describe exactly 4 CPUs")
+	}
+	if args, _ := root.Find("/chosen").Strings("bootargs"); len(args) != 1 || args[0] != "console=ttyAMA0 quiet" {
+		t.Errorf("bootargs %q", args)
+	}
+	if reg, _ := root.Find("/memory@40000000").U64("reg"); len(reg) != 2 || reg[1] != 512<<20 {
+		t.Errorf("memory reg %#x", reg)
+	}
+	// A failing dump leaves no file behind.
+	bad := filepath.Join(t.TempDir(), "missing-dir", "x.dtb")
+	if status, _ := runSquibd(t, "run", "--kernel", kernel, "--dump-dtb", bad); status == 0 {
+		t.Error("dump into a missing directory succeeded")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
+		t.Errorf("leftover files: %v", entries)
+	}
+}
