@@ -1,4 +1,4 @@
-//go:build !(linux && arm64)
+//go:build !(linux && arm64) && !(darwin && arm64)
 
 package main
 
@@ -10,5 +10,5 @@ import (
 )
 
 func openHypervisor() (hv.Hypervisor, error) {
-	return nil, fmt.Errorf("%w: squibd runs guests on linux/arm64 with KVM; this is %s/%s", hv.ErrNoHypervisor, runtime.GOOS, runtime.GOARCH)
+	return nil, fmt.Errorf("%w: squibd runs guests on linux/arm64 (KVM) or macOS on Apple Silicon (Hypervisor.framework); this is %s/%s", hv.ErrNoHypervisor, runtime.GOOS, runtime.GOARCH)
 }

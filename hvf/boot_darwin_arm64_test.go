@@ -1,0 +1,165 @@
+//go:build darwin && arm64
+
+package hvf_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/squibvm/squib/gic"
+	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/hvf"
+	"github.com/squibvm/squib/memory"
+	"github.com/squibvm/squib/vmm"
+)
+
+// Tests that need Hypervisor.framework; see the package doc for how to run
+// them. A process holds one VM at a time, so none of them is parallel.
+
+const notEntitled = `the test binary lacks the com.apple.security.hypervisor entitlement: run go test -exec "$PWD/hvf/testdata/codesign-exec.sh" ./hvf/ from the repository root`
+
+// openHVF opens the framework, or skips the test with one line saying why.
+func openHVF(t *testing.T) *hvf.Hypervisor {
+	t.Helper()
+	h, err := hvf.Open()
+	switch {
+	case errors.Is(err, hvf.ErrMacOSTooOld):
+		t.Skip(err)
+	case errors.Is(err, hvf.ErrNotEntitled):
+		t.Skip(notEntitled)
+	case err != nil:
+		t.Fatal(err)
+	}
+	return h
+}
+
+// newVM creates a VM with 16 MiB of RAM at vmm.RAMBase, closed when the test
+// ends.
+func newVM(t *testing.T, h *hvf.Hypervisor, vcpus int) (*memory.RAM, *hvf.VM) {
+	t.Helper()
+	ram, err := memory.New(vmm.RAMBase, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := gic.NewLayout(vcpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := h.NewVM(hv.Config{VCPUs: vcpus, RAMBase: vmm.RAMBase, RAM: ram.Bytes(), GIC: layout})
+	if err != nil {
+		ram.Close()
+		if errors.Is(err, hvf.ErrNotEntitled) {
+			t.Skip(notEntitled)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := vm.Close(); err != nil {
+			t.Error(err)
+		}
+		ram.Close()
+	})
+	return ram, vm.(*hvf.VM)
+}
+
+// onThread runs fn on a new goroutine locked to its OS thread for good, as
+// squib's core runs a vCPU; the thread ends with the goroutine.
+func onThread(fn func() error) error {
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		done <- fn()
+	}()
+	return <-done
+}
+
+// syncBuffer collects console output written from vCPU threads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestBoot boots the lab guest (lab/guest-init) through squib's core: with
+// one vCPU to a PSCI power-off, and with two, the secondary started by the
+// guest's PSCI CPU_ON.
+func TestBoot(t *testing.T) {
+	image, initrd := os.Getenv("SQUIB_GUEST_IMAGE"), os.Getenv("SQUIB_GUEST_INITRD")
+	if image == "" || initrd == "" {
+		t.Skip("SQUIB_GUEST_IMAGE and SQUIB_GUEST_INITRD are unset: point them at the lab guest's Image and initrd.gz")
+	}
+	h := openHVF(t)
+	kernel, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cpus int
+		test string
+		want []string
+	}{
+		{1, "poweroff", []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}},
+		{2, "cpus", []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-NPROC=2", "SQUIB-GUEST-POWEROFF"}},
+	} {
+		t.Run(fmt.Sprintf("%dcpu-%s", c.cpus, c.test), func(t *testing.T) {
+			plan, err := vmm.Prepare(vmm.Config{
+				Kernel: kernel, Initrd: rd, VCPUs: c.cpus, MemoryMiB: 256,
+				Cmdline: "console=ttyAMA0 panic=-1 squib.test=" + c.test,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var console syncBuffer
+			m, err := vmm.New(h, plan, &console, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
+			if errors.Is(err, hvf.ErrNotEntitled) {
+				t.Skip(notEntitled)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Start(nil)
+			timeout := time.AfterFunc(2*time.Minute, m.Stop)
+			defer timeout.Stop()
+			outcome, err := m.Wait()
+			out := console.String()
+			if err != nil || outcome != vmm.PowerOff {
+				t.Fatalf("the VM ended with %v (%v), want a power-off; console:\n%s", outcome, err, out)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("console lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}

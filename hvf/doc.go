@@ -1,0 +1,66 @@
+// Package hvf is squib's Hypervisor.framework backend for Apple silicon Macs.
+// It implements hv.Hypervisor with Apple's in-framework GICv3, bound
+// without cgo through github.com/ebitengine/purego.
+//
+// # Requirements
+//
+// An Apple silicon Mac running macOS 15 or later (hv_gic_create and the GIC
+// state API are macOS 15 additions; Open says what is missing on an older
+// macOS), not itself a VM without nested virtualization, and an executable
+// signed with the com.apple.security.hypervisor entitlement. Go's linker
+// signs darwin/arm64 binaries ad hoc but without entitlements, so after
+// every build:
+//
+//	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 go build -o squibd ./cmd/squibd
+//	codesign --force --sign - --entitlements entitlements.plist squibd
+//
+// An unsigned binary fails in hv_vm_create with HV_DENIED or HV_UNSUPPORTED;
+// the error wraps ErrNotEntitled and carries that codesign command.
+//
+// # Design
+//
+// Only ffi_darwin_arm64_unsafe.go and simd_darwin_arm64.s touch purego or
+// unsafe; they bind every C function once with Dlsym, so a missing symbol is
+// an error, never a crash. hv_vcpu_set_simd_fp_reg takes a 128-bit vector in
+// V0, which purego cannot pass, so a three-instruction assembly trampoline
+// loads it (see the .s file).
+//
+// The framework makes one VM per process and binds each vCPU to the thread
+// that created it. squib's core runs each vCPU on its own locked goroutine
+// (package hv); VCPU methods assume they run there, except Kick
+// (hv_vcpus_exit). The GIC must exist before the first vCPU, so NewVM creates
+// it, at the addresses of package gic, after checking the framework's sizes,
+// alignments, SPI range and timer INTIDs against that layout; Ready checks
+// where the framework put each vCPU's redistributor.
+//
+// Exits are decoded from the ESR_EL2-format syndrome by pure code
+// (decodeExit, in files without build tags, tested on any host): data aborts
+// outside RAM become MMIO exits, HVC and SMC hypercalls, WFI a bounded sleep;
+// trapped MSR/MRS (read as zero, writes ignored), WFE, dirty-page faults and
+// virtual-timer exits are handled inside Run. The PC moves past the trapped
+// instruction after SMC, MMIO, MSR/MRS and WFx, never after HVC, whose exit
+// already points past it.
+//
+// For snapshots: VCPU.SIMD/SetSIMD (V0-V31), VCPU.SaveICC/RestoreICC and
+// VM.SaveGIC/RestoreGIC (the framework's opaque GIC blob, tagged with the
+// macOS version), VM.GuestCounter/SetGuestCounter (one vtimer offset for all
+// vCPUs, starting at the VM's creation so the guest counter starts near 0),
+// and VM.TrackDirty/CollectDirty/StopDirtyTracking (write protection with
+// hv_vm_protect, pages recorded as the guest faults on them).
+//
+// # Tests on a Mac
+//
+// The tests of pure logic run anywhere. boot_darwin_arm64_test.go boots the
+// lab guest through package vmm with 1 and 2 vCPUs; it needs the guest's
+// Image and initrd.gz (lab/build-kernel.sh and lab/build-initrd.sh build
+// them on Debian or Ubuntu; copy them to the Mac) and a test binary signed
+// with the entitlement, which go test's -exec wrapper
+// testdata/codesign-exec.sh takes care of. From the repository root:
+//
+//	SQUIB_GUEST_IMAGE=/path/to/Image SQUIB_GUEST_INITRD=/path/to/initrd.gz \
+//	  go test -exec "$PWD/hvf/testdata/codesign-exec.sh" -v ./hvf/
+//
+// Without the variables, on macOS before 15, or unsigned, the tests skip
+// with one line saying why. Run them one package at a time: a process may
+// hold only one VM.
+package hvf
