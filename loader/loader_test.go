@@ -47,7 +47,7 @@ func zboot(payload []byte, comp string) []byte {
 }
 
 func TestParseImageFormats(t *testing.T) {
-	raw := fakeImage(0, 0x200000, 2<<1, 4096)
+	raw := fakeImage(0, 0x2000, 2<<1, 4096)
 	efi := append([]byte(nil), raw...)
 	copy(efi, "MZ") // EFI stub kernels start with MZ but keep the arm64 header
 	for name, file := range map[string][]byte{
@@ -56,24 +56,35 @@ func TestParseImageFormats(t *testing.T) {
 		"gzip":       gz(t, raw),
 		"zboot-gzip": zboot(gz(t, raw), "gzip"),
 	} {
-		img, err := ParseImage(file)
+		img, err := ParseImage(Bytes(file))
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		if !bytes.Equal(img.Data[headerSize:], raw[headerSize:]) || img.TextOffset != 0 || img.Size != 0x200000 {
-			t.Errorf("%s: got text_offset %#x size %#x, %d bytes", name, img.TextOffset, img.Size, len(img.Data))
+		if img.TextOffset != 0 || img.Size != 0x2000 {
+			t.Errorf("%s: text_offset %#x size %#x", name, img.TextOffset, img.Size)
+		}
+		dst := bytes.Repeat([]byte{0xee}, int(img.Size))
+		if err := img.load(dst); err != nil {
+			t.Errorf("%s: load: %v", name, err)
+			continue
+		}
+		if !bytes.Equal(dst[headerSize:len(raw)], raw[headerSize:]) || !bytes.Equal(dst[len(raw):], make([]byte, len(dst)-len(raw))) {
+			t.Errorf("%s: loaded bytes differ from the Image, or BSS is not zeroed", name)
 		}
 	}
 }
 
 func TestParseImageLegacyAndSmallSize(t *testing.T) {
-	img, err := ParseImage(fakeImage(0x1234, 0, 0, 100))
+	img, err := ParseImage(Bytes(fakeImage(0x1234, 0, 0, 100)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if img.TextOffset != 0x80000 || img.Size != 164 {
 		t.Errorf("legacy image: text_offset %#x size %d, want 0x80000 and the file size", img.TextOffset, img.Size)
+	}
+	if _, err := ParseImage(Bytes(gz(t, fakeImage(0, 0, 0, 100)))); err == nil || !strings.Contains(err.Error(), "without image_size") {
+		t.Errorf("compressed legacy image: %v", err)
 	}
 }
 
@@ -95,17 +106,32 @@ func TestParseImageRejects(t *testing.T) {
 		"huge-size":    {fakeImage(0, 1<<40, 0, 16), "implausible"},
 		"gzip-garbage": {gz(t, bytes.Repeat([]byte("not a kernel "), 10)), "no ARM\\x64 magic"},
 	} {
-		_, err := ParseImage(c.file)
+		_, err := ParseImage(Bytes(c.file))
 		if !errors.Is(err, ErrNotImage) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: error %v, want ErrNotImage mentioning %q", name, err, c.msg)
 		}
 	}
 }
 
-func TestParseImageGzipBomb(t *testing.T) {
-	bomb := gz(t, append(fakeImage(0, 0x1000, 0, 0), make([]byte, MaxImageSize)...))
-	if _, err := ParseImage(bomb); err == nil || !strings.Contains(err.Error(), "more than") {
+func TestLoadRefusesImagesLargerThanTheirHeader(t *testing.T) {
+	// A gzip'd Image that inflates past its image_size (a gzip bomb among
+	// them) must not write past the kernel's footprint.
+	bomb := gz(t, append(fakeImage(0, 0x1000, 0, 0), make([]byte, 64<<20)...))
+	img, err := ParseImage(Bytes(bomb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.load(make([]byte, img.Size)); err == nil || !strings.Contains(err.Error(), "more than its image_size") {
 		t.Fatalf("oversized gzip: %v", err)
+	}
+	// A truncated gzip stream is refused at load time.
+	good := gz(t, fakeImage(0, 0x100000, 0, 0x10000))
+	img, err = ParseImage(Bytes(good[:len(good)/2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.load(make([]byte, img.Size)); err == nil {
+		t.Fatal("truncated gzip loaded")
 	}
 }
 
@@ -148,7 +174,8 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ram.Close()
-	img, err := ParseImage(fakeImage(0, 0x10000, 0, 1000))
+	kernel := fakeImage(0, 0x10000, 0, 1000)
+	img, err := ParseImage(Bytes(gz(t, kernel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,12 +184,12 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Load(ram, l, img, initrd); err != nil {
+	if err := Load(ram, l, img, Bytes(initrd)); err != nil {
 		t.Fatal(err)
 	}
-	k, _ := ram.Slice(l.Kernel, uint64(len(img.Data)))
+	k, _ := ram.Slice(l.Kernel, uint64(len(kernel)))
 	r, _ := ram.Slice(l.Initrd, uint64(len(initrd)))
-	if !bytes.Equal(k, img.Data) || !bytes.Equal(r, initrd) {
+	if !bytes.Equal(k, kernel) || !bytes.Equal(r, initrd) {
 		t.Fatal("RAM does not hold the kernel and initrd at their places")
 	}
 }

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/squibvm/squib/memory"
 )
@@ -46,13 +47,21 @@ func Place(ramBase, ramSize uint64, img *Image, initrdSize uint64) (Layout, erro
 	return l, nil
 }
 
-// Load copies the kernel and initrd into RAM at their places.
-func Load(ram *memory.RAM, l Layout, img *Image, initrd []byte) error {
-	if err := ram.Write(l.Kernel, img.Data); err != nil {
+// Load streams the kernel and initrd into RAM at their places.
+func Load(ram *memory.RAM, l Layout, img *Image, initrd File) error {
+	dst, err := ram.Slice(l.Kernel, img.Size)
+	if err != nil {
 		return fmt.Errorf("loading kernel: %w", err)
 	}
-	if len(initrd) > 0 {
-		if err := ram.Write(l.Initrd, initrd); err != nil {
+	if err := img.load(dst); err != nil {
+		return fmt.Errorf("loading kernel: %w", err)
+	}
+	if initrd.Size > 0 {
+		dst, err := ram.Slice(l.Initrd, uint64(initrd.Size))
+		if err != nil {
+			return fmt.Errorf("loading initrd: %w", err)
+		}
+		if _, err := io.ReadFull(io.NewSectionReader(initrd, 0, initrd.Size), dst); err != nil {
 			return fmt.Errorf("loading initrd: %w", err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/squibvm/squib/fdt"
 	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/loader"
 )
 
 // testKernel is a minimal arm64 Image header, enough for the loader.
@@ -25,7 +26,7 @@ func testKernel(size uint64) []byte {
 func testPlan(t *testing.T, cpus int) *Plan {
 	t.Helper()
 	p, err := Prepare(Config{
-		Kernel: testKernel(8 << 20), Initrd: bytes.Repeat([]byte{1}, 1<<20),
+		Kernel: loader.Bytes(testKernel(8 << 20)), Initrd: loader.Bytes(bytes.Repeat([]byte{1}, 1<<20)),
 		Cmdline: DefaultCmdline, VCPUs: cpus, MemoryMiB: 512,
 	})
 	if err != nil {
@@ -82,7 +83,7 @@ func TestDeviceTreeDescribesTheBoard(t *testing.T) {
 }
 
 func TestPrepareRejects(t *testing.T) {
-	good := Config{Kernel: testKernel(8 << 20), Cmdline: "x", VCPUs: 1, MemoryMiB: 64}
+	good := Config{Kernel: loader.Bytes(testKernel(8 << 20)), Cmdline: "x", VCPUs: 1, MemoryMiB: 64}
 	cases := map[string]struct {
 		mutate func(*Config)
 		msg    string
@@ -92,8 +93,8 @@ func TestPrepareRejects(t *testing.T) {
 		"no memory":   {func(c *Config) { c.MemoryMiB = 0 }, "between 1 and"},
 		"huge memory": {func(c *Config) { c.MemoryMiB = 1 << 30 }, "between 1 and"},
 		"small":       {func(c *Config) { c.MemoryMiB = 9 }, "memory too small"},
-		"initrd":      {func(c *Config) { c.Initrd = make([]byte, 60<<20) }, "memory too small"},
-		"not a kernel": {func(c *Config) { c.Kernel = []byte("#!/bin/sh\necho hi\n" + strings.Repeat(" ", 100)) },
+		"initrd":      {func(c *Config) { c.Initrd = loader.Bytes(make([]byte, 60<<20)) }, "memory too small"},
+		"not a kernel": {func(c *Config) { c.Kernel = loader.Bytes([]byte("#!/bin/sh\necho hi\n" + strings.Repeat(" ", 100))) },
 			"not an arm64 Linux Image"},
 	}
 	for name, c := range cases {

@@ -13,8 +13,8 @@ import (
 
 // Config is what a user asks for.
 type Config struct {
-	Kernel    []byte // kernel file contents: raw or gzip'd arm64 Image
-	Initrd    []byte // optional
+	Kernel    loader.File // arm64 Image: raw, gzip'd, EFI stub or EFI zboot
+	Initrd    loader.File // optional (Size 0); New reads both, then they may be closed
 	Cmdline   string
 	VCPUs     int
 	MemoryMiB uint64
@@ -54,7 +54,7 @@ func Prepare(cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	p := &Plan{Config: cfg, RAMSize: cfg.MemoryMiB << 20, Image: img}
-	p.Layout, err = loader.Place(RAMBase, p.RAMSize, img, uint64(len(cfg.Initrd)))
+	p.Layout, err = loader.Place(RAMBase, p.RAMSize, img, uint64(cfg.Initrd.Size))
 	if err != nil {
 		return nil, fmt.Errorf("--memory %d: %w", cfg.MemoryMiB, err)
 	}

@@ -67,13 +67,19 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	log.Info("squibd starting", "pid", os.Getpid())
 
 	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory}
-	if cfg.Kernel, err = readFile("--kernel", f.kernel, loader.MaxImageSize); err != nil {
-		return 0, err
+	kernel, kf, err := loader.OpenFile(f.kernel)
+	if err != nil {
+		return 0, fmt.Errorf("--kernel: %w", err)
 	}
+	defer kf.Close()
+	cfg.Kernel = kernel
 	if f.initrd != "" {
-		if cfg.Initrd, err = readFile("--initrd", f.initrd, f.memory<<20); err != nil {
-			return 0, err
+		initrd, rf, err := loader.OpenFile(f.initrd)
+		if err != nil {
+			return 0, fmt.Errorf("--initrd: %w", err)
 		}
+		defer rf.Close()
+		cfg.Initrd = initrd
 	}
 	plan, err := vmm.Prepare(cfg)
 	if err != nil {
@@ -112,35 +118,21 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	m.Start(input)
 	outcome, err := m.Wait()
 	log.Info("VM ended", "outcome", outcome)
+	return exitStatus(outcome, err, caught)
+}
+
+// exitStatus maps how a VM ended to squibd's exit status; sig is the
+// signal that stopped it, if one did.
+func exitStatus(outcome vmm.Outcome, err error, sig os.Signal) (int, error) {
 	switch outcome {
 	case vmm.PowerOff:
 		return exitOK, nil
 	case vmm.Reset:
 		return exitReset, nil
 	case vmm.Stopped:
-		return exitSignaled + int(caught.(syscall.Signal)), nil
+		return exitSignaled + int(sig.(syscall.Signal)), nil
 	}
 	return 0, err
-}
-
-// readFile reads a user-named input file, refusing one larger than limit
-// before reading it.
-func readFile(flagName, path string, limit uint64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flagName, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s %s: not a regular file", flagName, path)
-	}
-	if uint64(st.Size()) > limit {
-		return nil, fmt.Errorf("%s %s: %d MiB is too large (limit %d MiB)", flagName, path, st.Size()>>20, limit>>20)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flagName, err)
-	}
-	return b, nil
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

@@ -47,7 +47,7 @@ func runSquibd(t *testing.T, args ...string) (int, string) {
 
 // writeKernel writes a file with a valid arm64 Image header of the given
 // image_size (the body is zeros: enough to be placed, not to boot).
-func writeKernel(t *testing.T, imageSize uint64) string {
+func writeKernel(t testing.TB, imageSize uint64) string {
 	b := make([]byte, 64<<10)
 	binary.LittleEndian.PutUint64(b[0x10:], imageSize)
 	binary.LittleEndian.PutUint32(b[0x38:], 0x644D5241)
@@ -79,9 +79,9 @@ func TestRunBadInput(t *testing.T) {
 		{"missing kernel", []string{"run", "--kernel", filepath.Join(dir, "nope")}, exitError, "no such file or directory"},
 		{"kernel is a directory", []string{"run", "--kernel", dir}, exitError, "not a regular file"},
 		{"not an Image", []string{"run", "--kernel", script}, exitError, "not an arm64 Linux Image: no ARM\\x64 magic"},
-		{"missing initrd", []string{"run", "--kernel", kernel, "--initrd", filepath.Join(dir, "nope")}, exitError, "--initrd: stat"},
+		{"missing initrd", []string{"run", "--kernel", kernel, "--initrd", filepath.Join(dir, "nope")}, exitError, "--initrd: open"},
 		{"memory too small", []string{"run", "--kernel", kernel, "--memory", "16"}, exitError, "memory too small"},
-		{"initrd too large for memory", []string{"run", "--kernel", kernel, "--initrd", initrd, "--memory", "32"}, exitError, "too large"},
+		{"initrd larger than memory", []string{"run", "--kernel", kernel, "--initrd", initrd, "--memory", "32"}, exitError, "memory too small"},
 		{"initrd does not fit", []string{"run", "--kernel", kernel, "--initrd", initrd, "--memory", "50"}, exitError, "memory too small"},
 		{"zero cpus", []string{"run", "--kernel", kernel, "--cpus", "0"}, exitError, "--cpus 0: a VM needs at least one vCPU"},
 		{"too many cpus", []string{"run", "--kernel", kernel, "--cpus", "500"}, exitError, "at most 123"},
