@@ -17,6 +17,7 @@ import (
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/hvf"
+	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/memory"
 	"github.com/squibvm/squib/vmm"
 )
@@ -133,7 +134,7 @@ func TestBoot(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%dcpu-%s", c.cpus, c.test), func(t *testing.T) {
 			plan, err := vmm.Prepare(vmm.Config{
-				Kernel: kernel, Initrd: rd, VCPUs: c.cpus, MemoryMiB: 256,
+				Kernel: loader.Bytes(kernel), Initrd: loader.Bytes(rd), VCPUs: c.cpus, MemoryMiB: 256,
 				Cmdline: "console=ttyAMA0 panic=-1 squib.test=" + c.test,
 			})
 			if err != nil {
