@@ -1,0 +1,92 @@
+// Package e2e holds squib's end-to-end tests: real squibd binaries booting
+// real arm64 guests in the lab (see lab/README.md).
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/squibvm/squib/lab"
+)
+
+// guestRun returns the argv that boots the lab guest with squib.test=test.
+func guestRun(test string, extra ...string) []string {
+	args := []string{"/squibd", "run", "--kernel", "/guest/Image", "--initrd", "/guest/initrd.gz",
+		"--cmdline", "console=ttyAMA0 panic=-1 squib.test=" + test}
+	return append(args, extra...)
+}
+
+// TestBoot runs the boot scenarios of issue 2 in one L1 per host page size:
+// a 1-vCPU guest powering off, the same from a gzip'd Image, a 2-vCPU guest
+// whose secondary comes up through squib's PSCI, a guest reboot, and every
+// bad input, each checked for its exit status and its output.
+func TestBoot(t *testing.T) {
+	lab.Require(t)
+	for _, ps := range []lab.PageSize{4, 16} {
+		t.Run(fmt.Sprintf("%dK", ps), func(t *testing.T) {
+			bootScenarios(t, ps)
+		})
+	}
+}
+
+func bootScenarios(t *testing.T, ps lab.PageSize) {
+	type check struct {
+		status int
+		want   []string // substrings of the combined output
+		stderr string   // substring of stderr, for error cases
+	}
+	scenarios := []struct {
+		cmd lab.Command
+		check
+	}{
+		{lab.Command{Name: "poweroff", Args: guestRun("poweroff")},
+			check{0, []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
+		{lab.Command{Name: "gzip-image", Args: append(guestRun("poweroff"), "--kernel", "/guest/Image.gz")},
+			check{0, []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
+		{lab.Command{Name: "smp2", Args: guestRun("cpus", "--cpus", "2", "--log-level", "info")},
+			check{0, []string{"SQUIB-GUEST-NPROC=2", "SQUIB-GUEST-CPUS-ONLINE=0-1", `msg="vCPU powered on" vcpu=1`}, ""}},
+		{lab.Command{Name: "reboot", Args: guestRun("reboot")},
+			check{3, []string{"SQUIB-GUEST-REBOOT"}, ""}},
+		{lab.Command{Name: "bad-image", Args: []string{"/squibd", "run", "--kernel", "/bin/busybox"}},
+			check{1, nil, "not an arm64 Linux Image"}},
+		{lab.Command{Name: "missing-kernel", Args: []string{"/squibd", "run", "--kernel", "/guest/nope"}},
+			check{1, nil, "no such file or directory"}},
+		{lab.Command{Name: "missing-initrd", Args: []string{"/squibd", "run", "--kernel", "/guest/Image", "--initrd", "/nope"}},
+			check{1, nil, "--initrd: open /nope: no such file or directory"}},
+		{lab.Command{Name: "small-memory", Args: guestRun("poweroff", "--memory", "4")},
+			check{1, nil, "memory too small"}},
+		{lab.Command{Name: "zero-cpus", Args: guestRun("poweroff", "--cpus", "0")},
+			check{1, nil, "--cpus 0: a VM needs at least one vCPU"}},
+		{lab.Command{Name: "too-many-cpus", Args: guestRun("poweroff", "--cpus", "124")},
+			check{1, nil, "at most 123"}},
+		{lab.Command{Name: "no-kvm", Args: []string{"/bin/sh", "-c",
+			"mv /dev/kvm /dev/kvm.off; /squibd run --kernel /guest/Image; s=$?; mv /dev/kvm.off /dev/kvm; exit $s"}},
+			check{1, nil, "no usable hypervisor: /dev/kvm does not exist"}},
+	}
+	cmds := make([]lab.Command, len(scenarios))
+	for i, s := range scenarios {
+		cmds[i] = s.cmd
+	}
+	results := lab.Run(t, lab.Options{PageSize: ps, Commands: cmds})
+	for i, r := range results {
+		s := scenarios[i]
+		if r.ExitCode != s.status {
+			t.Errorf("%s: exit status %d, want %d\n%s", r.Name, r.ExitCode, s.status, r.Output)
+			continue
+		}
+		for _, w := range s.want {
+			if !strings.Contains(r.Output, w) {
+				t.Errorf("%s: output lacks %q\n%s", r.Name, w, r.Output)
+			}
+		}
+		if s.stderr != "" {
+			if !strings.Contains(r.Stderr, s.stderr) || strings.Count(r.Stderr, "\n") != 1 {
+				t.Errorf("%s: stderr %q, want one line containing %q", r.Name, r.Stderr, s.stderr)
+			}
+		}
+		if strings.Contains(r.Output, "goroutine ") || strings.Contains(r.Output, "panic:") {
+			t.Errorf("%s: squibd crashed\n%s", r.Name, r.Output)
+		}
+	}
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Prepares the lab's L1 host: Debian's arm64 6.12 kernels (4 KiB and 16 KiB
+# pages) and a base initramfs with busybox, l1-init as /init and the L2 guest
+# files. Prints the directory holding vmlinuz-4k, vmlinuz-16k and base.cpio
+# (uncompressed newc; boot-l1.sh appends a per-run archive). Cached by content.
+#
+# Layout of L1's root, from base.cpio:
+#   /init               l1-init
+#   /guest/Image        the L2 guest kernel, raw
+#   /guest/Image.gz     the same, gzip'd
+#   /guest/initrd.gz    the L2 guest initramfs (guest-init as /init)
+. "$(dirname "$0")/lib.sh"
+
+# The L1 kernel: Debian's own 6.12 arm64 build (KVM built in), from
+# bookworm-backports. Bump together with the backports archive.
+l1_kernel=6.12.95+deb12
+
+k4=$(deb "linux-image-$l1_kernel-arm64-unsigned" './boot/vmlinuz-*')
+k16=$(deb "linux-image-$l1_kernel-arm64-16k-unsigned" './boot/vmlinuz-*')
+bb=$(deb busybox-static ./bin/busybox)
+kernel=$("$LAB/build-kernel.sh")
+initrd=$("$LAB/build-initrd.sh")
+hash=$(cat "$LAB/l1-init" "$LAB/build-l1.sh" "$LAB/lib.sh" <(echo "$k4 $k16 $bb $kernel $initrd") | key)
+
+build() {
+	local root=$out/root
+	mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/tmp" "$root/guest"
+	cp "$bb/bin/busybox" "$root/bin/"
+	ln -s busybox "$root/bin/sh"
+	install -m 0755 "$LAB/l1-init" "$root/init"
+	cp "$kernel/Image" "$kernel/Image.gz" "$initrd" "$root/guest/"
+	newc_tree "$root" >"$out/base.cpio"
+	rm -rf "$root"
+	ln "$k4"/boot/vmlinuz-* "$out/vmlinuz-4k"
+	ln "$k16"/boot/vmlinuz-* "$out/vmlinuz-16k"
+	log "L1 $hash: built"
+}
+cached "l1-$hash" build
+echo "$CACHE/l1-$hash"

@@ -1,0 +1,94 @@
+package lab
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestL1Boots boots L1 with each page size and checks, through the harness,
+// that /dev/kvm is there and that output, stderr, stdin, exit statuses and
+// extra files come back intact.
+func TestL1Boots(t *testing.T) {
+	Require(t)
+	extra := filepath.Join(t.TempDir(), "extra")
+	if err := os.WriteFile(extra, []byte("extra file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range []PageSize{Page4K, Page16K} {
+		t.Run(fmt.Sprintf("%dK", page), func(t *testing.T) {
+			res := Run(t, Options{
+				PageSize: page,
+				NoSquibd: true,
+				Files:    map[string]string{"/data/extra": extra},
+				Commands: []Command{
+					{Name: "kvm", Args: []string{"/bin/sh", "-c", "test -c /dev/kvm && echo kvm ok"}},
+					{Name: "status", Args: []string{"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}},
+					{Name: "stdin", Args: []string{"cat"}, Stdin: "line 1\nno newline"},
+					{Name: "files", Args: []string{"cat", "/data/extra"}},
+					{Name: "guest", Args: []string{"ls", "/guest"}},
+				},
+			})
+			want := []Result{
+				{Name: "kvm", Output: "kvm ok\n"},
+				{Name: "status", Output: "out\nerr\n", Stderr: "err\n", ExitCode: 7},
+				{Name: "stdin", Output: "line 1\nno newline"},
+				{Name: "files", Output: "extra file\n"},
+				{Name: "guest", Output: "Image\nImage.gz\ninitrd.gz\n"},
+			}
+			for i := range want {
+				if res[i] != want[i] {
+					t.Errorf("result %d:\n got %+v\nwant %+v", i, res[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestParse(t *testing.T) {
+	cmds := []Command{{Name: "a"}, {Name: "b"}}
+	// What the L1 console looks like: CRLF line ends, kernel messages.
+	console := strings.ReplaceAll(`lab: booting L1
+[    1.0] some kernel message
+SQUIB-L1-BOOTED uptime=2.53 pagesize=16
+SQUIB-L1-BEGIN 0 a
+hello
+SQUIB-L1-OUT 0 aGVs
+SQUIB-L1-OUT 0 bG8K
+SQUIB-L1-EXIT 0 0
+SQUIB-L1-BEGIN 1 b
+[    2.0] kvm: a warning
+SQUIB-L1-OUT 1 b29wcwo=
+SQUIB-L1-ERR 1 b29wcwo=
+SQUIB-L1-EXIT 1 139
+SQUIB-L1-DONE
+`, "\n", "\r\n")
+	got, err := parse(console, cmds, Page16K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Result{
+		{Name: "a", Output: "hello\n"},
+		{Name: "b", Output: "oops\n", Stderr: "oops\n", ExitCode: 139},
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("result %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+
+	for _, tc := range []struct{ name, console, err string }{
+		{"no boot", "kernel panic\n", "did not boot"},
+		{"page size", "SQUIB-L1-BOOTED uptime=1 pagesize=4\n", "want pagesize=16"},
+		{"no kvm", "SQUIB-L1-BOOTED uptime=1 pagesize=16\nSQUIB-L1-NOKVM\n", "no /dev/kvm"},
+		{"unfinished", "SQUIB-L1-BOOTED uptime=1 pagesize=16\nSQUIB-L1-EXIT 0 0\n", `command 1 ("b") did not finish`},
+		{"garbled", "SQUIB-L1-BOOTED uptime=1 pagesize=16\nSQUIB-L1-OUT 0 a[ 3.1] x\nSQUIB-L1-EXIT 0 0\nSQUIB-L1-EXIT 1 0\n", "garbled"},
+		{"not done", "SQUIB-L1-BOOTED uptime=1 pagesize=16\nSQUIB-L1-EXIT 0 0\nSQUIB-L1-EXIT 1 0\n", "did not finish its scenario"},
+	} {
+		if _, err := parse(tc.console, cmds, Page16K); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.err)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package lab
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PageSize is the L1 kernel's page size in KiB: 4, or 16 as on Apple
+// Silicon.
+type PageSize int
+
+const (
+	Page4K  PageSize = 4
+	Page16K PageSize = 16
+)
+
+// Command is one program run inside L1.
+type Command struct {
+	Name  string   // label for logs and the console markers
+	Args  []string // argv inside L1, e.g. {"/squibd", "run", "--kernel", "/guest/Image"}
+	Stdin string   // bytes fed to the command's stdin (none when empty)
+}
+
+// Result is what one Command did inside L1, read from the L1 console.
+type Result struct {
+	Name     string
+	Output   string // stdout and stderr as printed, guest console included
+	Stderr   string // stderr alone
+	ExitCode int    // exit status; 128+N when killed by signal N
+}
+
+// Options describe one L1 boot.
+//
+// L1's root holds, besides busybox under /bin:
+//
+//	/squibd            Squibd(t), unless NoSquibd
+//	/guest/Image       the L2 guest kernel, raw (GuestFiles.Image)
+//	/guest/Image.gz    the same, gzip'd (GuestFiles.ImageGz)
+//	/guest/initrd.gz   the L2 initramfs (GuestFiles.Initrd)
+//	Files              at the paths given as keys
+//
+// The guest's init reads squib.test=NAME from its command line, with NAME
+// one of poweroff (default), cpus, reboot, counter or shell; see
+// lab/guest-init for the markers each prints.
+type Options struct {
+	PageSize PageSize          // L1 page size: Page4K (default) or Page16K
+	Commands []Command         // run in order, each after the previous exits
+	Files    map[string]string // extra regular files: L1 path -> host path
+	NoSquibd bool              // do not build and install /squibd (tests of the lab itself)
+	Timeout  time.Duration     // bounds the whole L1 run; default 5 min
+	Log      io.Writer         // if set, receives the L1 console live
+}
+
+// Run boots one L1 and runs opts.Commands in it, returning one Result per
+// command. Everything L1 needs is built first (the first time takes
+// minutes), outside the timeout. Run fails the test, with the tail of the L1
+// console, if L1 does not boot, has no /dev/kvm, runs with the wrong page
+// size or does not finish in time.
+func Run(t testing.TB, opts Options) []Result {
+	t.Helper()
+	if opts.PageSize == 0 {
+		opts.PageSize = Page4K
+	}
+	if opts.PageSize != Page4K && opts.PageSize != Page16K {
+		t.Fatalf("lab: page size %d KiB: want 4 or 16", opts.PageSize)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	script(t, "build-l1.sh")
+
+	dir := t.TempDir()
+	files := map[string]string{}
+	if !opts.NoSquibd {
+		files["/squibd"] = Squibd(t)
+	}
+	for l1, host := range opts.Files {
+		files[l1] = host
+	}
+	for l1, host := range files {
+		if !path.IsAbs(l1) || path.Clean(l1) != l1 {
+			t.Fatalf("lab: L1 path %q: want a clean absolute path", l1)
+		}
+		if err := copyFile(filepath.Join(dir, l1), host); err != nil {
+			t.Fatalf("lab: %v", err)
+		}
+	}
+	scenario, err := writeScenario(dir, opts.Commands)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "scenario.sh"), scenario, 0o644); err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+
+	var console strings.Builder
+	var w io.Writer = &console
+	if opts.Log != nil {
+		w = io.MultiWriter(&console, opts.Log)
+	}
+	// boot-l1.sh's own timeout stops QEMU; the context is a backstop
+	// that kills the whole process group.
+	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(Dir(), "boot-l1.sh"),
+		"-p", strconv.Itoa(int(opts.PageSize)),
+		"-t", strconv.FormatFloat(opts.Timeout.Seconds(), 'f', -1, 64), dir)
+	cmd.Env = append(os.Environ(), "SQUIB_LAB_CACHE="+Cache())
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	start := time.Now()
+	err = cmd.Run()
+	took := time.Since(start).Round(100 * time.Millisecond)
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && exit.ExitCode() == 124 || ctx.Err() != nil {
+			t.Fatalf("lab: L1 run timed out after %s; console tail:\n%s", opts.Timeout, tail(console.String()))
+		}
+		t.Fatalf("lab: boot-l1.sh: %v; console tail:\n%s", err, tail(console.String()))
+	}
+	results, err := parse(console.String(), opts.Commands, opts.PageSize)
+	if err != nil {
+		t.Fatalf("lab: %v; console tail:\n%s", err, tail(console.String()))
+	}
+	t.Logf("lab: L1 (%d KiB pages) ran %d commands in %s", opts.PageSize, len(results), took)
+	return results
+}
+
+// writeScenario returns the scenario.sh that runs cmds through l1-init's
+// run function, writing the commands' stdin under dir/lab/stdin.
+func writeScenario(dir string, cmds []Command) ([]byte, error) {
+	var b strings.Builder
+	for i, c := range cmds {
+		if len(c.Args) == 0 {
+			return nil, fmt.Errorf("command %d (%q) has no Args", i, c.Name)
+		}
+		stdin := "/dev/null"
+		if c.Stdin != "" {
+			stdin = fmt.Sprintf("/lab/stdin/%d", i)
+			if err := os.MkdirAll(filepath.Join(dir, "lab/stdin"), 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, stdin), []byte(c.Stdin), 0o644); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(&b, "run %d %s %s", i, shellQuote(strings.ReplaceAll(c.Name, "\n", " ")), stdin)
+		for _, a := range c.Args {
+			b.WriteString(" " + shellQuote(a))
+		}
+		b.WriteString("\n")
+	}
+	return []byte(b.String()), nil
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// parse reads the results of cmds from the L1 console; l1-init documents
+// the markers.
+func parse(console string, cmds []Command, page PageSize) ([]Result, error) {
+	var (
+		booted, done bool
+		out          = make([]strings.Builder, len(cmds))
+		stderr       = make([]strings.Builder, len(cmds))
+		exit         = make([]*int, len(cmds))
+	)
+	for line := range strings.Lines(console) {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "SQUIB-L1-") {
+			continue
+		}
+		switch f[0] {
+		case "SQUIB-L1-BOOTED":
+			booted = true
+			if want := fmt.Sprintf("pagesize=%d", page); !slices.Contains(f, want) {
+				return nil, fmt.Errorf("L1 booted with %q, want %s", strings.TrimSpace(line), want)
+			}
+		case "SQUIB-L1-NOKVM":
+			return nil, errors.New("L1 has no /dev/kvm")
+		case "SQUIB-L1-DONE":
+			done = true
+		case "SQUIB-L1-OUT", "SQUIB-L1-ERR", "SQUIB-L1-EXIT":
+			if len(f) != 3 {
+				return nil, fmt.Errorf("garbled marker line %q", line)
+			}
+			i, err := strconv.Atoi(f[1])
+			if err != nil || i < 0 || i >= len(cmds) {
+				return nil, fmt.Errorf("marker for unknown command in %q", line)
+			}
+			switch f[0] {
+			case "SQUIB-L1-OUT":
+				out[i].WriteString(f[2])
+			case "SQUIB-L1-ERR":
+				stderr[i].WriteString(f[2])
+			default:
+				code, err := strconv.Atoi(f[2])
+				if err != nil {
+					return nil, fmt.Errorf("garbled exit status in %q", line)
+				}
+				exit[i] = &code
+			}
+		}
+	}
+	if !booted {
+		return nil, errors.New("L1 did not boot")
+	}
+	results := make([]Result, len(cmds))
+	for i, c := range cmds {
+		if exit[i] == nil {
+			return nil, fmt.Errorf("command %d (%q) did not finish", i, c.Name)
+		}
+		o, err1 := base64.StdEncoding.DecodeString(out[i].String())
+		e, err2 := base64.StdEncoding.DecodeString(stderr[i].String())
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("command %d (%q): output garbled on the console: %v", i, c.Name, err)
+		}
+		results[i] = Result{Name: c.Name, Output: string(o), Stderr: string(e), ExitCode: *exit[i]}
+	}
+	if !done {
+		return nil, errors.New("L1 did not finish its scenario")
+	}
+	return results, nil
+}
+
+// tail returns the last lines of the console, for failure messages.
+func tail(console string) string {
+	lines := strings.Split(strings.TrimRight(console, "\n"), "\n")
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	return strings.Join(lines, "\n")
+}
