@@ -17,6 +17,22 @@ func guestRun(test string, extra ...string) []string {
 	return append(args, extra...)
 }
 
+// consoleInput types into squibd's stdin once the guest's shell prompts, as
+// a person would; the guest's shell evaluates the line, so the answer proves
+// the bytes reached the guest.
+const consoleInput = `mkfifo /tmp/in
+/squibd run --kernel /guest/Image --initrd /guest/initrd.gz \
+  --cmdline "console=ttyAMA0 squib.test=shell" </tmp/in >/tmp/out 2>&1 &
+pid=$!
+exec 3>/tmp/in
+i=0; until grep -q '/ #' /tmp/out || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done
+echo 'echo SQUIB-STDIN-$((6*7))' >&3
+echo exit >&3
+exec 3>&-
+wait $pid; s=$?
+cat /tmp/out
+exit $s`
+
 // TestBoot runs the boot scenarios of issue 2 in one L1 per host page size:
 // a 1-vCPU guest powering off, the same from a gzip'd Image, a 2-vCPU guest
 // whose secondary comes up through squib's PSCI, a guest reboot, and every
@@ -46,6 +62,13 @@ func bootScenarios(t *testing.T, ps lab.PageSize) {
 			check{0, []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
 		{lab.Command{Name: "smp2", Args: guestRun("cpus", "--cpus", "2", "--log-level", "info")},
 			check{0, []string{"SQUIB-GUEST-NPROC=2", "SQUIB-GUEST-CPUS-ONLINE=0-1", `msg="vCPU powered on" vcpu=1`}, ""}},
+		{lab.Command{Name: "console-input", Args: []string{"/bin/sh", "-c", consoleInput}},
+			check{0, []string{"SQUIB-STDIN-42"}, ""}},
+		{lab.Command{Name: "console-file", Args: []string{"/bin/sh", "-c",
+			`/squibd run --kernel /guest/Image --initrd /guest/initrd.gz --console file:/tmp/console.log \
+			  --cmdline "console=ttyAMA0 squib.test=poweroff" >/tmp/stdout.log; s=$?;
+			 grep -c SQUIB-GUEST-INIT /tmp/stdout.log; sed 's/^/FILE:/' /tmp/console.log; exit $s`}},
+			check{0, []string{"0\n", "FILE:SQUIB-GUEST-INIT", "FILE:SQUIB-GUEST-POWEROFF"}, ""}},
 		{lab.Command{Name: "reboot", Args: guestRun("reboot")},
 			check{3, []string{"SQUIB-GUEST-REBOOT"}, ""}},
 		{lab.Command{Name: "bad-image", Args: []string{"/squibd", "run", "--kernel", "/bin/busybox"}},
