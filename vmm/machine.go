@@ -57,7 +57,8 @@ type Machine struct {
 	outcome  Outcome
 	err      error
 
-	ctl sync.Mutex // serializes Pause and Resume
+	ctl   sync.Mutex // serializes Pause and Resume
+	exits exitCounters
 }
 
 // New builds the machine described by plan on hypervisor h: guest RAM with

@@ -131,6 +131,7 @@ func (m *Machine) command(c *vcpu, st *vcpuState, cmd command) {
 
 // handleExit acts on one exit on the vCPU's own thread.
 func (m *Machine) handleExit(c *vcpu, st *vcpuState, e hv.Exit) error {
+	m.exits.count(e)
 	switch e.Kind {
 	case hv.ExitKicked:
 		return nil // commands are looked at before the next Run

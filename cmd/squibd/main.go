@@ -1,9 +1,13 @@
 // Command squibd is the squib microVM monitor: it boots arm64 Linux guests
-// on KVM (Linux) or Hypervisor.framework (macOS).
+// on KVM (Linux) or Hypervisor.framework (macOS), from the command line
+// ("squibd run") or driven through Firecracker's API on a Unix socket
+// ("squibd --api-sock PATH"), which its client commands also speak.
 //
-// Exit status of "squibd run": 0 when the guest powered off, 1 on any error,
-// 2 for a command-line mistake, 3 when the guest asked for a reset (squibd
-// does not reboot guests), and 128+N when stopped by signal N.
+// Exit status of "squibd run" and of the API mode: 0 when the guest powered
+// off, 1 on any error, 2 for a command-line mistake, 3 when the guest asked
+// for a reset (squibd does not reboot guests), and 128+N when stopped by
+// signal N. The client commands exit 0, 1 (with the server's fault message)
+// or 2.
 package main
 
 import (
@@ -11,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Exit statuses, documented in the package comment and the README.
@@ -23,10 +28,25 @@ const (
 )
 
 const usage = `usage: squibd <command> [flags]
+       squibd --api-sock PATH [flags]
 
 commands:
-  run     boot a microVM (squibd run --help for its flags)
-  help    show this text
+  run       boot a microVM (squibd run --help for its flags)
+  status    show the microVM of the squibd listening on --socket PATH
+  pause     pause it
+  resume    resume it
+  snapshot  create|load --snapshot FILE --mem FILE: snapshot it (not supported yet)
+  help      show this text
+The client commands (status, pause, resume, snapshot) take --socket PATH,
+and --json to print JSON.
+
+API mode serves Firecracker's HTTP API on a Unix socket and boots the
+microVM configured through it; the guest console is on stdin and stdout.
+  --api-sock PATH     the socket (created 0600; a stale one is replaced)
+  --id NAME           the microVM's name (default anonymous-instance)
+  --config-file FILE  boot the microVM configured in FILE (the JSON of GET /vm/config)
+  --no-api            with --config-file: serve no API
+  --level LEVEL       log level: Error, Warning, Info, Debug, Trace or Off (default Warning)
 `
 
 func main() {
@@ -50,10 +70,16 @@ func squibd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		status, err = runCmd(args[1:], stdin, stdout, stderr)
+	case "status", "pause", "resume", "snapshot":
+		status, err = clientCmd(args[0], args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
+		if strings.HasPrefix(args[0], "-") {
+			status, err = serveCmd(args, stdin, stdout, stderr)
+			break
+		}
 		err = usageError{fmt.Sprintf("unknown command %q (try squibd help)", args[0])}
 	}
 	if err != nil {

@@ -1,0 +1,326 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/vmm"
+)
+
+// Options configure a Controller.
+type Options struct {
+	ID      string // the instance's name, reported by GET /
+	Version string // squibd's version, reported by GET / and GET /version
+	// OpenHypervisor opens the backend when the microVM starts.
+	OpenHypervisor func() (hv.Hypervisor, error)
+	Console        io.Writer // the guest's serial console output
+	Input          io.Reader // the guest's serial console input, or nil
+	// Log is where logs go until PUT /logger says otherwise; LogLevel is
+	// its level.
+	Log      io.Writer
+	LogLevel slog.Level
+}
+
+// Controller owns one microVM: its configuration before boot and the
+// running vmm.Machine after. Every request goes through its mutex, the one
+// serialized path into the VMM (each vCPU keeps its own command channel
+// below it); callers read request bodies before they take it.
+type Controller struct {
+	opts    Options
+	log     atomic.Pointer[slog.Logger]
+	metrics *metrics
+	done    chan struct{} // closed when a started microVM has ended
+
+	mu       sync.Mutex
+	format   logFormat
+	machine  machineConfig
+	boot     *BootSource // nil until PUT /boot-source
+	logCfg   *Logger     // the last PUT /logger, for GET /vm/config
+	metCfg   *Metrics
+	bootPath bool // a boot resource was configured: no snapshot load
+	m        *vmm.Machine
+	paused   bool
+
+	outcome vmm.Outcome // set before done is closed
+	err     error
+}
+
+// NewController returns the controller of a microVM that is not started.
+func NewController(opts Options) *Controller {
+	c := &Controller{
+		opts:    opts,
+		metrics: newMetrics(routes),
+		done:    make(chan struct{}),
+		format:  logFormat{out: opts.Log, level: opts.LogLevel, showLevel: true},
+		machine: defaultMachine,
+	}
+	c.log.Store(c.format.logger())
+	return c
+}
+
+// Log returns the current logger.
+func (c *Controller) Log() *slog.Logger { return c.log.Load() }
+
+// Done is closed once a started microVM has ended; see Outcome.
+func (c *Controller) Done() <-chan struct{} { return c.done }
+
+// Outcome reports how the microVM ended; call it after Done is closed.
+func (c *Controller) Outcome() (vmm.Outcome, error) { return c.outcome, c.err }
+
+// RecordStartup puts the time from process start to a listening API socket,
+// in wall-clock and CPU time, into the metrics.
+func (c *Controller) RecordStartup(wall, cpu time.Duration) {
+	c.metrics.store("api_server", "process_startup_time_us", wall)
+	c.metrics.store("api_server", "process_startup_time_cpu_us", cpu)
+}
+
+// Stop ends the microVM, if it was started, and waits until it has ended.
+func (c *Controller) Stop() {
+	c.mu.Lock()
+	m := c.m
+	c.mu.Unlock()
+	if m != nil {
+		m.Stop()
+		<-c.done
+	}
+}
+
+// Close writes a last metrics line if the microVM ran, and closes the
+// metrics and log files. Call it last.
+func (c *Controller) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		c.writeMetrics()
+	}
+	c.metrics.close()
+	if c.format.file != nil {
+		c.format.file.Close()
+	}
+}
+
+// info answers GET /.
+func (c *Controller) info() InstanceInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	state := StateNotStarted
+	switch {
+	case c.m != nil && c.paused:
+		state = StatePaused
+	case c.m != nil:
+		state = StateRunning
+	}
+	return InstanceInfo{ID: c.opts.ID, State: state, VMMVersion: c.opts.Version, AppName: "squibd"}
+}
+
+func (c *Controller) machineConfig() MachineConfig {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.machine.wire()
+}
+
+// putMachineConfig sets the machine configuration; optional fields that
+// are left out take their defaults.
+func (c *Controller) putMachineConfig(u MachineConfig) error {
+	return c.setMachineConfig(u, true)
+}
+
+// patchMachineConfig changes the fields u sets.
+func (c *Controller) patchMachineConfig(u MachineConfig) error {
+	return c.setMachineConfig(u, false)
+}
+
+func (c *Controller) setMachineConfig(u MachineConfig, put bool) error {
+	if put {
+		if err := required(field{"vcpu_count", u.VCPUCount != nil}, field{"mem_size_mib", u.MemSizeMiB != nil}); err != nil {
+			return err
+		}
+	} else if u.empty() {
+		return errEmptyPatch
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	base := c.machine
+	if put {
+		base = defaultMachine
+	}
+	mc, err := base.update(u)
+	if err != nil {
+		return fmt.Errorf("Machine config error: %w", err)
+	}
+	c.machine, c.bootPath = mc, true
+	return nil
+}
+
+func (c *Controller) setBootSource(b BootSource) error {
+	if err := required(field{"kernel_image_path", b.KernelImagePath != nil}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	if err := checkReadable(*b.KernelImagePath); err != nil {
+		return fmt.Errorf("Boot source error: The kernel file cannot be opened: %w", err)
+	}
+	if b.InitrdPath != nil {
+		if err := checkReadable(*b.InitrdPath); err != nil {
+			return fmt.Errorf("Boot source error: The initrd file cannot be opened: %w", err)
+		}
+	}
+	c.boot, c.bootPath = &b, true
+	return nil
+}
+
+func (c *Controller) setLogger(l Logger) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	f, err := c.format.apply(l)
+	if err != nil {
+		return err
+	}
+	if old := c.format.file; old != nil && f.file != old {
+		defer old.Close()
+	}
+	c.format, c.logCfg = f, &l
+	c.log.Store(f.logger())
+	return nil
+}
+
+func (c *Controller) setMetrics(m Metrics) error {
+	if err := required(field{"metrics_path", m.MetricsPath != nil}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	if err := c.metrics.open(*m.MetricsPath); err != nil {
+		return err
+	}
+	c.metCfg = &m
+	return nil
+}
+
+// fullConfig answers GET /vm/config.
+func (c *Controller) fullConfig() FullConfig {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	boot := BootSource{KernelImagePath: new(string)}
+	if c.boot != nil {
+		boot = *c.boot
+	}
+	mc := c.machine.wire()
+	none := []json.RawMessage{}
+	return FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg,
+		Drives: none, NetworkInterfaces: none, Pmem: none}
+}
+
+func (c *Controller) version() Version { return Version{FirecrackerVersion: c.opts.Version} }
+
+// action runs PUT /actions.
+func (c *Controller) action(a Action) error {
+	if err := required(field{"action_type", a.ActionType != nil}); err != nil {
+		return err
+	}
+	switch kind := *a.ActionType; kind {
+	case ActionInstanceStart:
+		return c.Start()
+	case ActionFlushMetrics:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.m == nil {
+			return errBeforeStart
+		}
+		return c.writeMetrics()
+	case ActionSendCtrlAltDel:
+		return errors.New("SendCtrlAltDel is not supported on aarch64.")
+	default:
+		return bodyError("unknown variant `%s`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel`", kind)
+	}
+}
+
+// setState runs PATCH /vm. Pausing a paused microVM and resuming a running
+// one do nothing, as in Firecracker.
+func (c *Controller) setState(v VM) error {
+	if err := required(field{"state", v.State != nil}); err != nil {
+		return err
+	}
+	state := *v.State
+	if state != VMPaused && state != VMResumed {
+		return bodyError("unknown variant `%s`, expected `Paused` or `Resumed`", state)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		return errBeforeStart
+	}
+	pause := state == VMPaused
+	if pause == c.paused {
+		return nil
+	}
+	op, metric, verb := c.m.Resume, "vmm_resume_vm", "resuming"
+	if pause {
+		op, metric, verb = c.m.Pause, "vmm_pause_vm", "pausing"
+	}
+	t := time.Now()
+	if err := op(); err != nil {
+		return fmt.Errorf("%s the microVM: %w", verb, err)
+	}
+	d := time.Since(t)
+	c.metrics.store("latencies_us", metric, d)
+	c.paused = pause
+	c.Log().Info("microVM "+state, "took", d)
+	return nil
+}
+
+func (c *Controller) snapshotCreate(s SnapshotCreate) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		return errBeforeStart
+	}
+	return fmt.Errorf("Create snapshot error: %w", errNoSnapshots)
+}
+
+func (c *Controller) snapshotLoad(s SnapshotLoad) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.m != nil:
+		return errAfterStart
+	case c.bootPath:
+		return errLoadAfterBootConfig
+	}
+	return fmt.Errorf("Load snapshot error: %w", errNoSnapshots)
+}
+
+// writeMetrics writes a metrics line; c.mu is held and the microVM started.
+func (c *Controller) writeMetrics() error {
+	if err := c.metrics.write(c.m.Exits()); err != nil {
+		c.Log().Error("metrics", "err", err)
+		return fmt.Errorf("Internal VMM error: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/squibvm/squib/vmm"
+)
+
+// metricsPeriod is how often a running microVM's metrics are written,
+// Firecracker's period.
+const metricsPeriod = 60 * time.Second
+
+// metrics gathers what the metrics lines report. Like Firecracker's,
+// counters count since the previous line and latencies are the last seen.
+//
+// A line looks like:
+//
+//	{"api_server":{...},"get_api_requests":{"instance_info_count":3,...},
+//	 "put_api_requests":{"actions_count":1,"actions_fails":0,...},"patch_api_requests":{...},
+//	 "api_latencies_us":{"put_actions":{"count":1,"min_us":90,"max_us":90,"sum_us":90},...},
+//	 "latencies_us":{"vmm_pause_vm":120,"vmm_resume_vm":80},
+//	 "vcpu":{"exit_mmio_read":10,"exit_mmio_write":200,...},"utc_timestamp_ms":...}
+type metrics struct {
+	mu        sync.Mutex
+	out       io.WriteCloser // nil until PUT /metrics
+	requests  map[string]map[string]uint64
+	latencies map[string]*latency
+	stored    map[string]map[string]uint64 // latest values in µs, by group
+	counted   []route                      // the routes whose requests are counted
+	exits     vmm.ExitCounts               // as of the previous line
+}
+
+// latency aggregates request latencies in µs, as Firecracker's
+// LatencyAggregateMetrics do, plus a count to take a mean from.
+type latency struct {
+	Count uint64 `json:"count"`
+	Min   uint64 `json:"min_us"`
+	Max   uint64 `json:"max_us"`
+	Sum   uint64 `json:"sum_us"`
+}
+
+func newMetrics(counted []route) *metrics {
+	m := &metrics{stored: map[string]map[string]uint64{"api_server": {}, "latencies_us": {}}, counted: counted}
+	m.reset()
+	return m
+}
+
+// reset zeroes the counters; every counted route's are in every line.
+func (m *metrics) reset() {
+	m.requests = map[string]map[string]uint64{}
+	for _, rt := range m.counted {
+		method, _, _ := strings.Cut(rt.pattern, " ")
+		group := requestGroup(method)
+		if m.requests[group] == nil {
+			m.requests[group] = map[string]uint64{}
+		}
+		m.requests[group][rt.metric+"_count"] = 0
+		m.requests[group][rt.metric+"_fails"] = 0
+	}
+	m.latencies = map[string]*latency{}
+}
+
+// requestGroup names the counters of requests with method, as Firecracker
+// does: get_api_requests, put_api_requests, patch_api_requests.
+func requestGroup(method string) string {
+	return strings.ToLower(method) + "_api_requests"
+}
+
+// open starts the metrics at path; like Firecracker, only once.
+func (m *metrics) open(path string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out != nil {
+		return fmt.Errorf("Metrics error: Reinitialization of metrics not allowed.")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("Metrics error: Cannot initialize the metrics system due to bad user input: %w", err)
+	}
+	m.out = f
+	return nil
+}
+
+// request counts one API request to resource name (Firecracker's metric
+// name, such as "machine_cfg") with the given HTTP method.
+func (m *metrics) request(method, name string, ok bool, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	group := requestGroup(method)
+	m.requests[group][name+"_count"]++
+	if !ok {
+		m.requests[group][name+"_fails"]++
+	}
+	key := strings.ToLower(method) + "_" + name
+	l := m.latencies[key]
+	if l == nil {
+		l = &latency{Min: ^uint64(0)}
+		m.latencies[key] = l
+	}
+	us := uint64(d.Microseconds())
+	l.Count++
+	l.Sum += us
+	l.Min = min(l.Min, us)
+	l.Max = max(l.Max, us)
+}
+
+// store records the latest value of a duration: group is "latencies_us"
+// (vmm_pause_vm, vmm_resume_vm) or "api_server" (process start-up times).
+func (m *metrics) store(group, name string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stored[group][name] = uint64(d.Microseconds())
+}
+
+// write writes one line, if metrics were configured, given the vCPU exit
+// counts so far.
+func (m *metrics) write(exits vmm.ExitCounts) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out == nil {
+		return nil
+	}
+	prev := m.exits
+	line := map[string]any{
+		"utc_timestamp_ms": time.Now().UnixMilli(),
+		"api_latencies_us": m.latencies,
+		"vcpu": map[string]uint64{
+			"exit_mmio_read":  exits.MMIORead - prev.MMIORead,
+			"exit_mmio_write": exits.MMIOWrite - prev.MMIOWrite,
+			"exit_hypercall":  exits.Hypercall - prev.Hypercall,
+			"exit_wfi":        exits.WFI - prev.WFI,
+			"exit_kicked":     exits.Kicked - prev.Kicked,
+			"exit_other":      exits.Other - prev.Other,
+		},
+	}
+	for group, values := range m.stored {
+		line[group] = values
+	}
+	for group, counts := range m.requests {
+		line[group] = counts
+	}
+	b, err := json.Marshal(line)
+	if err != nil {
+		return err
+	}
+	if _, err := m.out.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing metrics: %w", err)
+	}
+	m.exits = exits
+	m.reset()
+	return nil
+}
+
+func (m *metrics) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out != nil {
+		m.out.Close()
+	}
+}

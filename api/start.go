@@ -1,0 +1,161 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/squibvm/squib/loader"
+	"github.com/squibvm/squib/vmm"
+)
+
+// Start boots the microVM as configured (PUT /actions InstanceStart). If
+// it fails, the microVM stays "Not started" and the reason is returned and
+// logged; the configuration can then be fixed and Start tried again.
+func (c *Controller) Start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	if c.boot == nil {
+		return errors.New("Start microvm error: Cannot start microvm without kernel configuration.")
+	}
+	t := time.Now()
+	m, err := c.build()
+	if err != nil {
+		err = fmt.Errorf("Start microvm error: %w", err)
+		c.Log().Error("the microVM failed to start", "err", err)
+		return err
+	}
+	m.Start(c.opts.Input)
+	c.m = m
+	c.Log().Info("microVM started", "vcpus", c.machine.vcpus, "mem_mib", c.machine.memMiB, "took", time.Since(t))
+	go c.wait(m)
+	return nil
+}
+
+// build reads the boot files and builds the machine.
+func (c *Controller) build() (*vmm.Machine, error) {
+	cfg := vmm.Config{Cmdline: vmm.DefaultCmdline, VCPUs: c.machine.vcpus, MemoryMiB: c.machine.memMiB}
+	if c.boot.BootArgs != nil {
+		cfg.Cmdline = *c.boot.BootArgs
+	}
+	kernel, kf, err := loader.OpenFile(*c.boot.KernelImagePath)
+	if err != nil {
+		return nil, fmt.Errorf("kernel_image_path: %w", err)
+	}
+	defer kf.Close() // vmm.New has read it by the time build returns
+	cfg.Kernel = kernel
+	if c.boot.InitrdPath != nil {
+		initrd, rf, err := loader.OpenFile(*c.boot.InitrdPath)
+		if err != nil {
+			return nil, fmt.Errorf("initrd_path: %w", err)
+		}
+		defer rf.Close()
+		cfg.Initrd = initrd
+	}
+	plan, err := vmm.Prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	h, err := c.opts.OpenHypervisor()
+	if err != nil {
+		return nil, err
+	}
+	return vmm.New(h, plan, c.opts.Console, c.Log())
+}
+
+// wait writes metrics while m runs, Firecracker-style: at once, then every
+// metricsPeriod; then records how m ended and closes c.done.
+func (c *Controller) wait(m *vmm.Machine) {
+	ended := make(chan struct{})
+	go func() {
+		c.outcome, c.err = m.Wait()
+		close(ended)
+	}()
+	tick := time.NewTicker(metricsPeriod)
+	defer tick.Stop()
+	for {
+		if err := c.metrics.write(m.Exits()); err != nil {
+			c.Log().Error("metrics", "err", err)
+		}
+		select {
+		case <-tick.C:
+		case <-ended:
+			c.Log().Info("microVM ended", "outcome", c.outcome, "err", c.err)
+			close(c.done)
+			return
+		}
+	}
+}
+
+// Configure applies a whole configuration (--config-file, with the schema
+// of GET /vm/config) and starts the microVM.
+func (c *Controller) Configure(cfg FullConfig) error {
+	if err := unsupported(cfg); err != nil {
+		return err
+	}
+	if cfg.Logger != nil {
+		if err := c.setLogger(*cfg.Logger); err != nil {
+			return err
+		}
+	}
+	if cfg.Metrics != nil {
+		if err := c.setMetrics(*cfg.Metrics); err != nil {
+			return err
+		}
+	}
+	if cfg.MachineConfig != nil {
+		if err := c.putMachineConfig(*cfg.MachineConfig); err != nil {
+			return err
+		}
+	}
+	if cfg.BootSource == nil {
+		return bodyError("missing field `boot-source`")
+	}
+	if err := c.setBootSource(*cfg.BootSource); err != nil {
+		return err
+	}
+	return c.Start()
+}
+
+// unsupported refuses a configuration that asks for devices squib does
+// not have yet.
+func unsupported(cfg FullConfig) error {
+	lists := map[string][]json.RawMessage{"drives": cfg.Drives, "network-interfaces": cfg.NetworkInterfaces, "pmem": cfg.Pmem}
+	for name, l := range lists {
+		if len(l) > 0 {
+			return fmt.Errorf("%s: squibd does not support this device yet", name)
+		}
+	}
+	single := map[string]json.RawMessage{"vsock": cfg.Vsock, "balloon": cfg.Balloon, "mmds-config": cfg.MMDSConfig,
+		"entropy": cfg.Entropy, "cpu-config": cfg.CPUConfig, "memory-hotplug": cfg.MemoryHotplug}
+	for name, v := range single {
+		if len(v) > 0 && string(v) != "null" {
+			return fmt.Errorf("%s: squibd does not support this device yet", name)
+		}
+	}
+	return nil
+}
+
+// checkReadable checks, as Firecracker does when the boot source is set,
+// that a boot file can be opened.
+func checkReadable(path string) error {
+	_, f, err := loader.OpenFile(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// ParseConfig parses a configuration file (the schema of GET /vm/config).
+// Unknown keys are refused, so that a typo does not go unnoticed.
+func ParseConfig(b []byte) (FullConfig, error) {
+	var cfg FullConfig
+	if err := decode(b, &cfg, true); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,137 @@
+package api
+
+import "encoding/json"
+
+// The JSON bodies of the API, with Firecracker's field names. Optional
+// fields are pointers so that "absent" and "null" can be told from a value,
+// as Firecracker's Option fields do.
+
+// InstanceInfo is the body of GET /.
+type InstanceInfo struct {
+	ID         string `json:"id"`
+	State      string `json:"state"` // StateNotStarted, StateRunning or StatePaused
+	VMMVersion string `json:"vmm_version"`
+	AppName    string `json:"app_name"`
+}
+
+// The states GET / reports.
+const (
+	StateNotStarted = "Not started"
+	StateRunning    = "Running"
+	StatePaused     = "Paused"
+)
+
+// Version is the body of GET /version; the key is Firecracker's.
+type Version struct {
+	FirecrackerVersion string `json:"firecracker_version"`
+}
+
+// MachineConfig is the body of GET and PUT /machine-config. In PUT,
+// vcpu_count and mem_size_mib are required and omitted optional fields
+// reset to their defaults.
+type MachineConfig struct {
+	VCPUCount       *int    `json:"vcpu_count"`
+	MemSizeMiB      *uint64 `json:"mem_size_mib"`
+	SMT             *bool   `json:"smt,omitempty"`
+	TrackDirtyPages *bool   `json:"track_dirty_pages,omitempty"`
+	// HugePages and CPUTemplate are accepted with their "None" values only.
+	HugePages   *string `json:"huge_pages,omitempty"`
+	CPUTemplate *string `json:"cpu_template,omitempty"`
+}
+
+// BootSource is the body of PUT /boot-source.
+type BootSource struct {
+	KernelImagePath *string `json:"kernel_image_path"`
+	InitrdPath      *string `json:"initrd_path"`
+	BootArgs        *string `json:"boot_args"`
+}
+
+// Action is the body of PUT /actions.
+type Action struct {
+	ActionType *string `json:"action_type"`
+}
+
+// The action types of PUT /actions.
+const (
+	ActionInstanceStart  = "InstanceStart"
+	ActionFlushMetrics   = "FlushMetrics"
+	ActionSendCtrlAltDel = "SendCtrlAltDel"
+)
+
+// VM is the body of PATCH /vm.
+type VM struct {
+	State *string `json:"state"`
+}
+
+// The states PATCH /vm accepts.
+const (
+	VMPaused  = "Paused"
+	VMResumed = "Resumed"
+)
+
+// Logger is the body of PUT /logger. Level is one of Error, Warning (or
+// Warn), Info, Debug, Trace and Off, in any case; Info when absent.
+type Logger struct {
+	LogPath       *string `json:"log_path,omitempty"`
+	Level         *string `json:"level,omitempty"`
+	ShowLevel     *bool   `json:"show_level,omitempty"`
+	ShowLogOrigin *bool   `json:"show_log_origin,omitempty"`
+	Module        *string `json:"module,omitempty"`
+}
+
+// Metrics is the body of PUT /metrics.
+type Metrics struct {
+	MetricsPath *string `json:"metrics_path"`
+}
+
+// SnapshotCreate is the body of PUT /snapshot/create.
+type SnapshotCreate struct {
+	SnapshotPath *string `json:"snapshot_path"`
+	MemFilePath  *string `json:"mem_file_path"`
+	SnapshotType *string `json:"snapshot_type,omitempty"` // Full (default) or Diff
+}
+
+// SnapshotLoad is the body of PUT /snapshot/load. Exactly one of MemBackend
+// and the deprecated MemFilePath must be given.
+type SnapshotLoad struct {
+	SnapshotPath        *string     `json:"snapshot_path"`
+	MemBackend          *MemBackend `json:"mem_backend,omitempty"`
+	MemFilePath         *string     `json:"mem_file_path,omitempty"`
+	TrackDirtyPages     *bool       `json:"track_dirty_pages,omitempty"`
+	EnableDiffSnapshots *bool       `json:"enable_diff_snapshots,omitempty"`
+	ResumeVM            *bool       `json:"resume_vm,omitempty"`
+}
+
+// MemBackend says where a snapshot's guest memory comes from.
+type MemBackend struct {
+	BackendType *string `json:"backend_type"` // File or Uffd
+	BackendPath *string `json:"backend_path"`
+}
+
+// FullConfig is the body of GET /vm/config and the schema of --config-file.
+// The device sections are placeholders until squib has the devices: in a
+// config file they must be empty or null.
+type FullConfig struct {
+	BootSource    *BootSource    `json:"boot-source"`
+	MachineConfig *MachineConfig `json:"machine-config"`
+	Logger        *Logger        `json:"logger"`
+	Metrics       *Metrics       `json:"metrics"`
+
+	Drives            []json.RawMessage `json:"drives"`
+	NetworkInterfaces []json.RawMessage `json:"network-interfaces"`
+	Pmem              []json.RawMessage `json:"pmem"`
+	Vsock             json.RawMessage   `json:"vsock"`
+	Balloon           json.RawMessage   `json:"balloon"`
+	MMDSConfig        json.RawMessage   `json:"mmds-config"`
+	Entropy           json.RawMessage   `json:"entropy"`
+	CPUConfig         json.RawMessage   `json:"cpu-config"`
+	MemoryHotplug     json.RawMessage   `json:"memory-hotplug"`
+}
+
+// Fault is the body of every error response, and the error the Client
+// returns for one.
+type Fault struct {
+	Message string `json:"fault_message"`
+}
+
+func (f *Fault) Error() string { return f.Message }

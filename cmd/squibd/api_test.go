@@ -1,0 +1,245 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// noHypervisor reports that squibdBin cannot start a VM on this machine.
+func noHypervisor() bool { return runtime.GOOS != "linux" || runtime.GOARCH != "arm64" }
+
+func TestAPIGet(t *testing.T) {
+	d := startDaemon(t, squibdBin, "--id", "vm_1")
+	var info map[string]string
+	d.get("/", &info)
+	want := map[string]string{"id": "vm_1", "state": "Not started", "vmm_version": version, "app_name": "squibd"}
+	if !reflect.DeepEqual(info, want) {
+		t.Errorf("GET /: %v, want %v", info, want)
+	}
+	var v map[string]string
+	d.get("/version", &v)
+	if v["firecracker_version"] != version {
+		t.Errorf("GET /version: %v", v)
+	}
+	var mc map[string]any
+	d.get("/machine-config", &mc)
+	wantMC := map[string]any{"vcpu_count": 1.0, "mem_size_mib": 128.0, "smt": false, "track_dirty_pages": false, "huge_pages": "None"}
+	if !reflect.DeepEqual(mc, wantMC) {
+		t.Errorf("GET /machine-config: %v, want %v", mc, wantMC)
+	}
+	var full map[string]json.RawMessage
+	d.get("/vm/config", &full)
+	for key, want := range map[string]string{
+		"boot-source":    `{"kernel_image_path":"","initrd_path":null,"boot_args":null}`,
+		"machine-config": `{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}`,
+		"drives":         `[]`, "network-interfaces": `[]`, "vsock": `null`, "logger": `null`, "metrics": `null`,
+	} {
+		if string(full[key]) != want {
+			t.Errorf("GET /vm/config: %s is %s, want %s", key, full[key], want)
+		}
+	}
+}
+
+func TestAPIMachineConfig(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	check := func(want string) {
+		t.Helper()
+		_, got, _ := d.do("GET", "/machine-config", "")
+		if got != want {
+			t.Errorf("GET /machine-config: %s, want %s", got, want)
+		}
+	}
+	d.ok("PUT", "/machine-config", `{"vcpu_count": 4, "mem_size_mib": 512, "track_dirty_pages": true}`)
+	check(`{"vcpu_count":4,"mem_size_mib":512,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}`)
+	d.ok("PATCH", "/machine-config", `{"mem_size_mib": 1024}`)
+	check(`{"vcpu_count":4,"mem_size_mib":1024,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}`)
+	// PUT resets what it leaves out.
+	d.ok("PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "cpu_template": "None", "huge_pages": "None"}`)
+	check(`{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}`)
+	// A refused change changes nothing.
+	d.fault("PATCH", "/machine-config", `{"vcpu_count": 0}`, "vcpu_count 0: the number of vCPUs must be between 1 and")
+	check(`{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}`)
+}
+
+// TestAPIFaults sends every kind of bad request to a squibd that is not
+// started, then checks that none of them changed anything.
+func TestAPIFaults(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing", "file")
+	kernel := writeKernel(t, 16<<20)
+	fifo := filepath.Join(dir, "fifo") // opening it must not wait for a writer
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const deser = "An error occurred when deserializing the json body of a request: "
+	cases := []struct{ method, path, body, want string }{
+		{"GET", "/nope", "", "Invalid request method and/or path: GET nope."},
+		{"GET", "/vm", "", "Invalid request method and/or path: GET vm."},
+		{"DELETE", "/machine-config", "", "Invalid request method and/or path: DELETE machine-config."},
+		{"POST", "/actions", `{"action_type":"InstanceStart"}`, "Invalid request method and/or path: POST actions."},
+		{"GET", "/machine-config/", "", "Invalid request method and/or path: GET machine-config/."},
+		{"GET", "//machine-config", "", "Invalid request method and/or path: GET /machine-config."},
+		{"PUT", "/snapshot", `{}`, "Invalid request method and/or path: PUT snapshot."},
+		{"PUT", "/snapshot/delete", `{}`, "Invalid request method and/or path: PUT snapshot/delete."},
+		{"GET", "/", `{}`, "GET request cannot have a body."},
+		{"PUT", "/machine-config", "", "Empty PUT request."},
+		{"PATCH", "/machine-config", "", "Empty PATCH request."},
+		{"PATCH", "/machine-config", "{}", "Empty PATCH request."},
+		{"PUT", "/machine-config", "vcpu_count=2", deser + "invalid character 'v'"},
+		{"PUT", "/machine-config", `{"vcpu_count": 2}`, deser + "missing field `mem_size_mib`."},
+		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "bogus": 1}`, deser + `json: unknown field "bogus".`},
+		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256} {}`, deser + "trailing characters"},
+		{"PUT", "/machine-config", `{"vcpu_count": "two", "mem_size_mib": 256}`, deser + "json: cannot unmarshal string"},
+		{"PUT", "/machine-config", `{"vcpu_count": 200, "mem_size_mib": 256}`, "Machine config error: vcpu_count 200"},
+		{"PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 0}`, "Machine config error: mem_size_mib 0"},
+		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "smt": true}`, "Enabling simultaneous multithreading is not supported on aarch64."},
+		{"PATCH", "/machine-config", `{"huge_pages": "2M"}`, `huge_pages "2M" is not supported`},
+		{"PATCH", "/machine-config", `{"cpu_template": "T2"}`, `cpu_template "T2" is not supported`},
+		{"PUT", "/boot-source", `{}`, deser + "missing field `kernel_image_path`."},
+		{"PUT", "/boot-source", `{"kernel_image_path": "` + missing + `"}`, "Boot source error: The kernel file cannot be opened: open " + missing},
+		{"PUT", "/boot-source", `{"kernel_image_path": "` + dir + `"}`, "not a regular file"},
+		{"PUT", "/boot-source", `{"kernel_image_path": "` + fifo + `"}`, "not a regular file"},
+		{"PUT", "/boot-source", `{"kernel_image_path": "/dev/null"}`, "Boot source error: The kernel file cannot be opened: /dev/null: not a regular file"},
+		{"PUT", "/boot-source", `{"kernel_image_path": "` + kernel + `", "initrd_path": "` + missing + `"}`, "Boot source error: The initrd file cannot be opened: open " + missing},
+		{"PUT", "/boot-source", `{"kernel_image_path": "x", "root": "/dev/vda"}`, deser + `json: unknown field "root"`},
+		{"PUT", "/actions", `{}`, deser + "missing field `action_type`."},
+		{"PUT", "/actions", `{"action_type": "Reboot"}`, deser + "unknown variant `Reboot`"},
+		{"PUT", "/actions", `{"action_type": "InstanceStart", "now": true}`, deser + `json: unknown field "now"`},
+		{"PUT", "/actions", `{"action_type": "InstanceStart"}`, "Start microvm error: Cannot start microvm without kernel configuration."},
+		{"PUT", "/actions", `{"action_type": "FlushMetrics"}`, "The requested operation is not supported before starting the microVM."},
+		{"PUT", "/actions", `{"action_type": "SendCtrlAltDel"}`, "SendCtrlAltDel is not supported on aarch64."},
+		{"PATCH", "/vm", `{"state": "Paused"}`, "The requested operation is not supported before starting the microVM."},
+		{"PATCH", "/vm", `{"state": "Resumed"}`, "The requested operation is not supported before starting the microVM."},
+		{"PATCH", "/vm", `{"state": "Stopped"}`, deser + "unknown variant `Stopped`, expected `Paused` or `Resumed`."},
+		{"PATCH", "/vm", `{}`, deser + "missing field `state`."},
+		{"PATCH", "/vm", `{"state": "Paused", "force": true}`, deser + `json: unknown field "force"`},
+		{"PUT", "/logger", `{"level": "Loud"}`, deser + `invalid log level "Loud"`},
+		{"PUT", "/logger", `{"module": "api"}`, "Logger error: filtering by module is not supported"},
+		{"PUT", "/logger", `{"log_path": "` + missing + `"}`, "Logger error: open " + missing},
+		{"PUT", "/logger", `{"colour": true}`, deser + `json: unknown field "colour"`},
+		{"PUT", "/metrics", `{}`, deser + "missing field `metrics_path`."},
+		{"PUT", "/metrics", `{"metrics_path": "` + missing + `"}`, "Metrics error: Cannot initialize the metrics system due to bad user input: open " + missing},
+		{"PUT", "/snapshot/create", `{"snapshot_path": "s", "mem_file_path": "m"}`, "The requested operation is not supported before starting the microVM."},
+		{"PUT", "/snapshot/create", `{"snapshot_path": "s"}`, deser + "missing field `mem_file_path`."},
+		{"PUT", "/snapshot/create", `{"snapshot_path": "s", "mem_file_path": "m", "snapshot_type": "Incremental"}`, deser + "unknown variant `Incremental`"},
+		{"PUT", "/snapshot/create", `{"snapshot_path": "s", "mem_file_path": "m", "version": "1.0.0"}`, deser + `json: unknown field "version"`},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s"}`, deser + "missing field: either `mem_backend` or `mem_file_path` is required."},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m", "mem_backend": {"backend_type": "File", "backend_path": "m"}}`,
+			deser + "too many fields: either `mem_backend` or `mem_file_path` exclusively is required."},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "Disk", "backend_path": "m"}}`, deser + "unknown variant `Disk`"},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m", "x": 1}}`, deser + `json: unknown field "x"`},
+		{"PUT", "/snapshot/load", `{"mem_file_path": "m"}`, deser + "missing field `snapshot_path`."},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "Load snapshot error: snapshots are not supported yet"},
+		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, "squibd does not support block devices yet"},
+		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
+		{"PUT", "/vsock", `{"guest_cid": 3}`, "squibd does not support vsock yet"},
+		{"PUT", "/entropy", `{}`, "squibd does not support the entropy device yet"},
+		{"GET", "/mmds", "", "squibd does not support MMDS yet"},
+		{"PUT", "/machine-config", strings.Repeat(" ", 51201), "Request payload with size 51201 is larger than the limit of 51200 allowed by server."},
+	}
+	for _, c := range cases {
+		d.fault(c.method, c.path, c.body, c.want)
+	}
+	if s := d.state(); s != "Not started" {
+		t.Errorf("state %q after the faults", s)
+	}
+	_, full, _ := d.do("GET", "/vm/config", "")
+	want := `{"boot-source":{"kernel_image_path":"","initrd_path":null,"boot_args":null},"machine-config":{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false,"huge_pages":"None"},"logger":null,"metrics":null,`
+	if !strings.HasPrefix(full, want) {
+		t.Errorf("the faults changed the configuration: %s", full)
+	}
+	// Every fault was logged.
+	if n := strings.Count(d.stderr.String(), `msg="API request failed"`); n != len(cases) {
+		t.Errorf("%d faults logged, want %d", n, len(cases))
+	}
+}
+
+// TestAPIBodyLimit checks the 51200-byte limit from both sides, with and
+// without a Content-Length.
+func TestAPIBodyLimit(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	body := `{"vcpu_count": 2, "mem_size_mib": 256}`
+	d.ok("PUT", "/machine-config", body+strings.Repeat(" ", 51200-len(body)))
+	d.fault("PUT", "/machine-config", body+strings.Repeat(" ", 51201-len(body)), "larger than the limit of 51200")
+	unsized := struct{ io.Reader }{strings.NewReader(body + strings.Repeat(" ", 100_000))}
+	req, _ := http.NewRequest("PUT", "http://localhost/machine-config", unsized) // sent chunked
+	resp, err := d.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "is larger than the limit of 51200 allowed by server.") {
+		t.Errorf("PUT of an unsized body: %s %s", resp.Status, b)
+	}
+	d.ok("PATCH", "/machine-config", `{"vcpu_count": 3}`) // the server is still fine
+}
+
+// TestAPIPreBootFlow configures a microVM in the Firecracker Go SDK's
+// order. Here there is no hypervisor, so InstanceStart fails: the fault and
+// the log say why and the microVM stays "Not started".
+func TestAPIPreBootFlow(t *testing.T) {
+	if !noHypervisor() {
+		t.Skip("this machine may have a hypervisor")
+	}
+	d := startDaemon(t, squibdBin)
+	dir := t.TempDir()
+	logPath, metricsPath := filepath.Join(dir, "log"), filepath.Join(dir, "metrics")
+	kernel := writeKernel(t, 16<<20)
+	d.ok("PUT", "/logger", fmt.Sprintf(`{"log_path": %q, "level": "debug", "show_level": false, "show_log_origin": false}`, logPath))
+	d.ok("PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath))
+	// Logger and metrics are not boot resources: loading a snapshot would still be allowed.
+	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "snapshots are not supported yet")
+	d.fault("PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath), "Reinitialization of metrics not allowed.")
+	d.ok("PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}`)
+	var mc map[string]any
+	d.get("/machine-config", &mc)
+	d.ok("PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q, "boot_args": "console=ttyAMA0"}`, kernel))
+	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`,
+		"Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.")
+	for range 2 { // a failed start can be retried
+		d.fault("PUT", "/actions", `{"action_type": "InstanceStart"}`, "Start microvm error: no usable hypervisor: ")
+		if s := d.state(); s != "Not started" {
+			t.Fatalf("state %q after a failed start", s)
+		}
+	}
+	log, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(log), `msg="the microVM failed to start" err="Start microvm error: no usable hypervisor`) {
+		t.Errorf("the log does not say why the start failed:\n%s", log)
+	}
+	if strings.Contains(string(log), "level=") {
+		t.Errorf("show_level false, but the log shows levels:\n%s", log)
+	}
+	if !strings.Contains(string(log), `msg="API request" method=PUT path=/boot-source status=204`) {
+		t.Errorf("the log lacks the requests:\n%s", log)
+	}
+	// PUT /logger again: the same file, other settings; then Off.
+	d.ok("PUT", "/logger", `{"level": "TRACE", "show_level": true, "show_log_origin": true}`)
+	d.get("/version", new(any))
+	d.ok("PUT", "/logger", `{"level": "Off"}`)
+	d.get("/version", new(any))
+	log, _ = os.ReadFile(logPath)
+	if strings.Count(string(log), "path=/version") != 1 || !regexp.MustCompile(`level=DEBUG source=\S+server.go:\d+ msg="API request" method=GET path=/version`).Match(log) {
+		t.Errorf("the log after PUT /logger Trace then Off:\n%s", log)
+	}
+	var full map[string]json.RawMessage
+	d.get("/vm/config", &full)
+	want := fmt.Sprintf(`{"kernel_image_path":%q,"initrd_path":null,"boot_args":"console=ttyAMA0"}`, kernel)
+	if string(full["boot-source"]) != want || !strings.Contains(string(full["metrics"]), metricsPath) {
+		t.Errorf("GET /vm/config: %s", full)
+	}
+	if st, err := os.Stat(metricsPath); err != nil || st.Size() != 0 {
+		t.Errorf("metrics before boot: %v %v", st, err) // Firecracker writes them once the VM runs
+	}
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSocketFile(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	st, err := os.Lstat(d.sock)
+	if err != nil || st.Mode().Type() != os.ModeSocket || st.Mode().Perm() != 0o600 {
+		t.Errorf("socket file: %v %v; want a socket with mode 0600", st.Mode(), err)
+	}
+
+	// A second squibd on a live socket refuses to start.
+	status, stderr := runSquibd(t, "--api-sock", d.sock)
+	if status != exitError || !strings.Contains(stderr, "another process is listening on the API socket") {
+		t.Errorf("second squibd: status %d, %q", status, stderr)
+	}
+	if s := d.state(); s != "Not started" {
+		t.Errorf("the first squibd stopped answering: %q", s)
+	}
+
+	// Something that is not a socket is left alone.
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, []byte("data"), 0o644)
+	status, stderr = runSquibd(t, "--api-sock", file)
+	if b, _ := os.ReadFile(file); status != exitError || !strings.Contains(stderr, "exists and is not a socket") || string(b) != "data" {
+		t.Errorf("squibd on a regular file: status %d, %q, file now %q", status, stderr, b)
+	}
+}
+
+// TestSocketStale starts squibd where a dead process left its socket.
+func TestSocketStale(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	d := newDaemon(t, sock, squibdBin)
+	d.waitReady()
+	if s := d.state(); s != "Not started" {
+		t.Errorf("state %q", s)
+	}
+}
+
+// TestSocketRemovedOnSignal checks that SIGTERM and SIGINT end squibd
+// with 128+N and remove the socket file.
+func TestSocketRemovedOnSignal(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		d := startDaemon(t, squibdBin)
+		d.cmd.Process.Signal(sig)
+		if status := d.wait(); status != exitSignaled+int(sig) {
+			t.Errorf("%v: exit status %d", sig, status)
+		}
+		if _, err := os.Lstat(d.sock); !os.IsNotExist(err) {
+			t.Errorf("%v: the socket file is still there (%v)", sig, err)
+		}
+	}
+}
+
+// TestConcurrentClients sends requests from 64 clients at once, each
+// checking its answers, while PUTs change the machine configuration.
+func TestConcurrentClients(t *testing.T) {
+	d := startDaemon(t, squibdBin, "--id", "busy")
+	const clients, rounds = 64, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, clients*rounds)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				if err := oneRequest(d, i, r); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var mc struct {
+		VCPUCount int `json:"vcpu_count"`
+	}
+	d.get("/machine-config", &mc)
+	if mc.VCPUCount < 1 || mc.VCPUCount > 8 {
+		t.Errorf("vcpu_count %d after the PUTs", mc.VCPUCount)
+	}
+}
+
+// oneRequest sends request r of client i and checks the answer.
+func oneRequest(d *daemon, i, r int) error {
+	var method, path, body, want string
+	status := 200
+	switch (i + r) % 4 {
+	case 0:
+		method, path, want = "GET", "/", `{"id":"busy","state":"Not started","vmm_version":"`+version+`","app_name":"squibd"}`
+	case 1:
+		method, path = "GET", "/machine-config"
+	case 2:
+		method, path, status = "PUT", "/machine-config", 204
+		body = fmt.Sprintf(`{"vcpu_count": %d, "mem_size_mib": 256}`, 1+i%8)
+	case 3:
+		method, path, status = "PATCH", "/vm", 400
+		body, want = `{"state": "Paused"}`, `{"fault_message":"The requested operation is not supported before starting the microVM."}`
+	}
+	got, resp, err := d.do(method, path, body)
+	switch {
+	case err != nil:
+		return fmt.Errorf("client %d: %s %s: %v", i, method, path, err)
+	case got != status || (want != "" && resp != want):
+		return fmt.Errorf("client %d: %s %s: %d %s; want %d %s", i, method, path, got, resp, status, want)
+	case path == "/machine-config" && method == "GET" && !json.Valid([]byte(resp)):
+		return fmt.Errorf("client %d: GET /machine-config: %q", i, resp)
+	}
+	return nil
+}
+
+// TestSilentClient checks that a client that connects and sends nothing,
+// and one that stops halfway through a body, stall nobody else.
+func TestSilentClient(t *testing.T) {
+	d := startDaemon(t, squibdBin, "--id", "busy")
+	silent, err := net.Dial("unix", d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	partial, err := net.Dial("unix", d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer partial.Close()
+	io.WriteString(partial, "PUT /machine-config HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"vcpu")
+	time.Sleep(50 * time.Millisecond)
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- oneRequest(d, i, 0)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("50 requests took %v beside a silent client", took)
+	}
+}
+
+func TestClientCommands(t *testing.T) {
+	d := startDaemon(t, squibdBin, "--id", "vm7")
+	stdout, stderr, status := runClient(t, "status", "--socket", d.sock)
+	if status != 0 || stdout != "id:      vm7\nstate:   Not started\nversion: squibd "+version+"\n" {
+		t.Errorf("status: %d %q %q", status, stdout, stderr)
+	}
+	stdout, _, status = runClient(t, "status", "--socket", d.sock, "--json")
+	if status != 0 || stdout != `{"id":"vm7","state":"Not started","vmm_version":"`+version+`","app_name":"squibd"}`+"\n" {
+		t.Errorf("status --json: %d %q", status, stdout)
+	}
+	const notStarted = "The requested operation is not supported before starting the microVM."
+	for _, c := range []struct {
+		args   []string
+		status int
+		stderr string
+	}{
+		{[]string{"pause", "--socket", d.sock}, exitError, "squibd: " + notStarted + "\n"},
+		{[]string{"resume", "--socket", d.sock}, exitError, "squibd: " + notStarted + "\n"},
+		{[]string{"snapshot", "create", "--socket", d.sock, "--snapshot", "s", "--mem", "m"}, exitError, "squibd: " + notStarted + "\n"},
+		{[]string{"snapshot", "load", "--socket", d.sock, "--snapshot", "s", "--mem", "m", "--resume"}, exitError,
+			"squibd: Load snapshot error: snapshots are not supported yet\n"},
+		{[]string{"snapshot", "--socket", d.sock}, exitUsage, "usage: squibd snapshot create|load"},
+		{[]string{"status"}, exitUsage, "--socket is required"},
+		{[]string{"status", "--socket", d.sock, "extra"}, exitUsage, `unexpected argument "extra"`},
+		{[]string{"status", "--socket", filepath.Join(t.TempDir(), "none")}, exitError, "talking to squibd at"},
+	} {
+		_, stderr, status := runClient(t, c.args...)
+		if status != c.status || !strings.Contains(stderr, c.stderr) {
+			t.Errorf("%v: status %d, stderr %q; want %d, %q", c.args, status, stderr, c.status, c.stderr)
+		}
+	}
+	stdout, _, _ = runClient(t, "pause", "--socket", d.sock, "--json")
+	if stdout != `{"fault_message":"`+notStarted+`"}`+"\n" {
+		t.Errorf("pause --json: %q", stdout)
+	}
+}
+
+// runClient runs a squibd client command.
+func runClient(t *testing.T, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	var out, errOut syncBuffer
+	status = squibd(args, nil, &out, &errOut)
+	return out.String(), errOut.String(), status
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	kernel := writeKernel(t, 16<<20)
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(body), 0o644)
+		return path
+	}
+	boot := fmt.Sprintf(`"boot-source": {"kernel_image_path": %q}`, kernel)
+	cases := []struct {
+		name, config, stderr string
+	}{
+		{"drives", `{` + boot + `, "drives": [{"drive_id": "rootfs"}]}`, "drives: squibd does not support this device yet"},
+		{"vsock", `{` + boot + `, "vsock": {"guest_cid": 3}}`, "vsock: squibd does not support this device yet"},
+		{"unknown key", `{` + boot + `, "serial": {}}`, `json: unknown field "serial"`},
+		{"no boot source", `{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}`, "missing field `boot-source`"},
+		{"bad machine", `{` + boot + `, "machine-config": {"vcpu_count": 0, "mem_size_mib": 128}}`, "vcpu_count 0"},
+		{"not JSON", `boot-source: x`, "invalid character"},
+	}
+	if noHypervisor() {
+		cases = append(cases, struct{ name, config, stderr string }{"no hypervisor",
+			`{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "drives": [], "vsock": null}`,
+			"Start microvm error: no usable hypervisor"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := write(c.name+".json", c.config)
+			status, stderr := runSquibd(t, "--no-api", "--config-file", path)
+			if status != exitError || !strings.Contains(stderr, "--config-file "+path+": ") || !strings.Contains(stderr, c.stderr) {
+				t.Errorf("status %d, stderr %q; want %q", status, stderr, c.stderr)
+			}
+		})
+	}
+	for _, args := range [][]string{{"--no-api"}, {"--id", "x"}, {"--api-sock", "s", "extra"}, {"--level", "loud", "--api-sock", "s"}} {
+		if status, stderr := runSquibd(t, args...); status != exitUsage {
+			t.Errorf("%v: status %d, %q; want a usage error", args, status, stderr)
+		}
+	}
+}
