@@ -32,9 +32,15 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "API socket `path` of the squibd to talk to")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
-	snapshot := fs.String("snapshot", "", "snapshot state `file` (snapshot commands)")
-	mem := fs.String("mem", "", "guest memory `file` (snapshot commands)")
-	resume := fs.Bool("resume", false, "resume the microVM once loaded (snapshot load)")
+	var snapshot, mem string
+	var resume bool
+	if name == "snapshot" {
+		fs.StringVar(&snapshot, "snapshot", "", "snapshot state `file`")
+		fs.StringVar(&mem, "mem", "", "guest memory `file`")
+		if what == "snapshot load" {
+			fs.BoolVar(&resume, "resume", false, "resume the microVM once loaded")
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK, nil
@@ -59,12 +65,12 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	case "resume":
 		err = c.SetState(ctx, api.VMResumed)
 	case "snapshot create":
-		err = c.Do(ctx, http.MethodPut, "/snapshot/create", api.SnapshotCreate{SnapshotPath: snapshot, MemFilePath: mem}, nil)
+		err = c.Do(ctx, http.MethodPut, "/snapshot/create", api.SnapshotCreate{SnapshotPath: &snapshot, MemFilePath: &mem}, nil)
 	case "snapshot load":
-		body := api.SnapshotLoad{SnapshotPath: snapshot, MemBackend: &api.MemBackend{BackendType: new(string), BackendPath: mem}}
+		body := api.SnapshotLoad{SnapshotPath: &snapshot, MemBackend: &api.MemBackend{BackendType: new(string), BackendPath: &mem}}
 		*body.MemBackend.BackendType = "File"
-		if *resume {
-			body.ResumeVM = resume
+		if resume {
+			body.ResumeVM = &resume
 		}
 		err = c.Do(ctx, http.MethodPut, "/snapshot/load", body, nil)
 	}
