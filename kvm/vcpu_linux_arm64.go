@@ -19,6 +19,7 @@ type VCPU struct {
 	run      []byte // the mmap'd struct kvm_run
 	init     vcpuInit
 	mmioLen  int     // length of the pending MMIO read, 0 if none
+	pending  bool    // KVM completes the last MMIO access on the next KVM_RUN
 	reg      *uint64 // heap buffer for ONE_REG transfers
 	regIoctl *oneReg
 }
@@ -77,9 +78,27 @@ func (v *VCPU) setReg(id, val uint64) error {
 	return nil
 }
 
+// settle makes KVM complete an MMIO access it holds for the next KVM_RUN
+// (advance the PC; for a read, load the register) without running guest
+// code: with immediate_exit set, KVM_RUN finishes the access and returns
+// EINTR. Anything that resets or reads the vCPU's registers settles first.
+func (v *VCPU) settle() error {
+	if !v.pending {
+		return nil
+	}
+	setImmediateExit(v.run, true)
+	_, err := ioctl(v.fd, kvmRun, 0)
+	setImmediateExit(v.run, false)
+	v.pending, v.mmioLen = false, 0
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("vCPU %d: completing an MMIO access: %w", v.id, err)
+	}
+	return nil
+}
+
 // Run enters the guest and decodes the exit.
 func (v *VCPU) Run() (hv.Exit, error) {
-	v.mmioLen = 0
+	v.mmioLen, v.pending = 0, false
 	if _, err := ioctl(v.fd, kvmRun, 0); err != nil {
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			setImmediateExit(v.run, false)
@@ -102,6 +121,7 @@ func (v *VCPU) Run() (hv.Exit, error) {
 		if e.Size < 1 || e.Size > 8 {
 			return hv.Exit{}, fmt.Errorf("vCPU %d: MMIO exit with length %d", v.id, e.Size)
 		}
+		v.pending = true
 		var buf [8]byte
 		copy(buf[:], v.run[runMMIOData:runMMIOData+e.Size])
 		if e.Write {
@@ -178,6 +198,9 @@ func (v *VCPU) CompleteHypercall(x [4]uint64) error {
 
 // PowerOn resets the vCPU and points it at entry with x0 = arg.
 func (v *VCPU) PowerOn(entry, arg uint64) error {
+	if err := v.settle(); err != nil {
+		return err
+	}
 	if err := v.reset(); err != nil {
 		return err
 	}
