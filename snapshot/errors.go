@@ -1,0 +1,55 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, one per class of problem, for callers to branch on with
+// errors.Is. Every error this package returns for a bad file is a
+// *FormatError wrapping one of them.
+var (
+	ErrNotSnapshot = errors.New("not a squib snapshot file")       // wrong magic: another kind of file
+	ErrTooLarge    = errors.New("file too large")                  // over MaxStateSize
+	ErrTruncated   = errors.New("file truncated")                  // shorter than its header says
+	ErrChecksum    = errors.New("checksum mismatch")               // bit rot, or an edited file
+	ErrVersion     = errors.New("unsupported format version")      // other major, or a newer minor
+	ErrCorrupt     = errors.New("malformed snapshot")              // decodes badly or contradicts itself
+	ErrArch        = errors.New("wrong architecture")              // not Arch
+	ErrBackend     = errors.New("wrong backend")                   // saved by another hypervisor backend
+	ErrPageSize    = errors.New("wrong host page size")            // saved on a host with another page size
+	ErrNoMemory    = errors.New("memory file missing")             // the memory file cannot be opened
+	ErrMismatch    = errors.New("memory file does not match")      // a memory file of another snapshot
+	ErrParent      = errors.New("diff does not apply to its base") // broken diff chain
+)
+
+// FormatError reports a problem with one snapshot file.
+type FormatError struct {
+	Path    string // the file; empty when decoding bytes
+	Err     error  // one of the sentinel errors
+	Problem string // what exactly is wrong
+}
+
+func (e *FormatError) Error() string {
+	if e.Path == "" {
+		return fmt.Sprintf("snapshot: %v: %s", e.Err, e.Problem)
+	}
+	return fmt.Sprintf("snapshot: %s: %v: %s", e.Path, e.Err, e.Problem)
+}
+
+func (e *FormatError) Unwrap() error { return e.Err }
+
+// problem returns a *FormatError without a path; callers that know the file
+// add it with inFile.
+func problem(err error, format string, args ...any) *FormatError {
+	return &FormatError{Err: err, Problem: fmt.Sprintf(format, args...)}
+}
+
+// inFile sets the path of a *FormatError in err, if it has none yet.
+func inFile(err error, path string) error {
+	var fe *FormatError
+	if errors.As(err, &fe) && fe.Path == "" {
+		fe.Path = path
+	}
+	return err
+}

@@ -1,0 +1,223 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"runtime"
+	"sync"
+)
+
+// DefaultBlockSize is the block size used when none is given: 16 KiB, or the
+// host page size if that is larger. A VMM whose guest uses larger pages
+// passes the guest page size instead.
+func DefaultBlockSize() int { return max(16<<10, os.Getpagesize()) }
+
+// MemoryOptions says what WriteMemory writes.
+type MemoryOptions struct {
+	Snapshot  string // ID of the snapshot the memory belongs to (Header.ID)
+	BlockSize int    // 0 means DefaultBlockSize
+	// Dirty, when not nil, makes a diff memory file that holds only the
+	// blocks Dirty marks; Parent then names the snapshot the diff applies to.
+	Dirty  Bitmap
+	Parent string
+}
+
+// footer returns the footer of a memory file written with o for size bytes
+// of RAM, before its blocks are known.
+func (o *MemoryOptions) footer(size uint64) (*footer, error) {
+	bs := o.BlockSize
+	if bs == 0 {
+		bs = DefaultBlockSize()
+	}
+	if err := checkBlockSize(uint64(bs), size); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	ft := &footer{FileID: NewID(), Snapshot: o.Snapshot, Type: Full, Size: size, BlockSize: uint32(bs)}
+	if o.Dirty != nil {
+		ft.Type, ft.Parent = Diff, o.Parent
+		if len(o.Dirty) != len(NewBitmap(ft.blocks())) {
+			return nil, fmt.Errorf("snapshot: dirty bitmap of %d bytes for %d blocks", len(o.Dirty), ft.blocks())
+		}
+	}
+	if !validID(ft.Snapshot) || ft.Type == Diff && (!validID(ft.Parent) || ft.Parent == ft.Snapshot) || ft.Type == Full && o.Parent != "" {
+		return nil, fmt.Errorf("snapshot: memory of %v snapshot %q with parent %q", ft.Type, ft.Snapshot, o.Parent)
+	}
+	return ft, nil
+}
+
+// WriteMemory writes ram, the guest RAM of snapshot o.Snapshot, as a memory
+// file at path, atomically (see Create), and returns the reference the
+// snapshot's state file records. Blocks that are all zero become holes.
+func WriteMemory(path string, ram []byte, o MemoryOptions) (MemoryRef, error) {
+	ft, err := o.footer(uint64(len(ram)))
+	if err != nil {
+		return MemoryRef{}, err
+	}
+	s, err := stageMemory(path, ft, o.Dirty, func(w *blockWriter) error { return w.write(0, ram) })
+	if err != nil {
+		return MemoryRef{}, err
+	}
+	return ft.ref(), publish(s)
+}
+
+func (f *footer) ref() MemoryRef {
+	return MemoryRef{FileID: f.FileID, Size: f.Size, BlockSize: f.BlockSize}
+}
+
+// stageMemory writes a memory file described by ft under a temporary name:
+// fill hands it the contents through a blockWriter, then the footer is
+// completed and appended. The file is sized first, so skipped blocks are
+// holes.
+func stageMemory(path string, ft *footer, dirty Bitmap, fill func(*blockWriter) error) (*staged, error) {
+	return stage(path, func(f *os.File) error {
+		if err := f.Truncate(int64(ft.Size)); err != nil {
+			return err
+		}
+		w := &blockWriter{f: f, bs: int(ft.BlockSize), dirty: dirty,
+			zero: make([]byte, ft.BlockSize), blocks: NewBitmap(ft.blocks())}
+		if err := fill(w); err != nil {
+			return err
+		}
+		ft.Blocks, ft.Sums = w.blocks, w.sums
+		tail, err := appendTail(nil, ft)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteAt(tail, int64(ft.Size))
+		return err
+	})
+}
+
+// segSize is the unit of scanning ahead, and the largest single write.
+const segSize = 4 << 20
+
+// blockWriter writes the RAM image of a memory file, leaving holes, and
+// records the carried blocks and their checksums for the footer.
+type blockWriter struct {
+	f      *os.File
+	bs     int
+	dirty  Bitmap // nil for a full file
+	zero   []byte // one block of zeros
+	blocks Bitmap
+	sums   []byte
+}
+
+// segment is a stretch of blocks, scanned (on another goroutine) before it
+// is written.
+type segment struct {
+	first int    // block number of data[0]
+	data  []byte // at most segSize bytes
+	carry Bitmap // block first+j is carried
+	zero  Bitmap // block first+j is carried and all zero
+	sums  []uint32
+	done  chan struct{} // closed once scanned
+}
+
+// write adds data, the contents of the consecutive blocks from block first
+// on, to the file. A full file carries every block that is not all zero; a
+// diff carries the dirty blocks, whatever they hold. Carried blocks are
+// written unless all zero, which the hole already reads as.
+//
+// Scanning (reading every byte of RAM, faulting in pages never touched, and
+// checksumming) runs ahead on other goroutines while this one writes, so the
+// two overlap.
+func (w *blockWriter) write(first int, data []byte) error {
+	if len(data)%w.bs != 0 {
+		return errors.New("snapshot: data is not a whole number of blocks")
+	}
+	workers := max(1, min(runtime.GOMAXPROCS(0)-1, 4))
+	order := make(chan *segment, 2*workers) // to write, in order
+	work := make(chan *segment, 2*workers)  // to scan
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(workers + 1)
+	for range workers {
+		go func() {
+			defer wg.Done()
+			for s := range work {
+				w.scan(s)
+			}
+		}()
+	}
+	go func() {
+		defer wg.Done()
+		defer close(work)
+		defer close(order)
+		for off := 0; off < len(data); off += segSize {
+			n := min(segSize, len(data)-off) / w.bs
+			s := &segment{first: first + off/w.bs, data: data[off : off+n*w.bs],
+				carry: NewBitmap(n), zero: NewBitmap(n), done: make(chan struct{})}
+			select {
+			case order <- s:
+			case <-quit:
+				return
+			}
+			work <- s
+		}
+	}()
+	var err error
+	for s := range order {
+		<-s.done
+		if err == nil {
+			if err = w.commit(s); err != nil {
+				close(quit)
+			}
+		}
+	}
+	wg.Wait()
+	return err
+}
+
+// scan finds the carried blocks of s and their checksums.
+func (w *blockWriter) scan(s *segment) {
+	defer close(s.done)
+	for j := range len(s.data) / w.bs {
+		if w.dirty != nil && !w.dirty.Has(s.first+j) {
+			continue
+		}
+		b := s.data[j*w.bs : (j+1)*w.bs]
+		zero := bytes.Equal(b, w.zero)
+		if zero && w.dirty == nil {
+			continue
+		}
+		s.carry.Set(j)
+		if zero {
+			s.zero.Set(j)
+		}
+		s.sums = append(s.sums, crc32.Checksum(b, castagnoli))
+	}
+}
+
+// commit records a scanned segment and writes its data blocks, each run of
+// adjacent ones in one write.
+func (w *blockWriter) commit(s *segment) error {
+	run := -1 // first block of the pending run
+	flush := func(end int) error {
+		if run < 0 {
+			return nil
+		}
+		_, err := w.f.WriteAt(s.data[run*w.bs:end*w.bs], int64(s.first+run)*int64(w.bs))
+		run = -1
+		return err
+	}
+	for j := range len(s.data) / w.bs {
+		if !s.carry.Has(j) || s.zero.Has(j) {
+			if err := flush(j); err != nil {
+				return err
+			}
+		} else if run < 0 {
+			run = j
+		}
+		if s.carry.Has(j) {
+			w.blocks.Set(s.first + j)
+		}
+	}
+	for _, sum := range s.sums {
+		w.sums = binary.LittleEndian.AppendUint32(w.sums, sum)
+	}
+	return flush(len(s.data) / w.bs)
+}
