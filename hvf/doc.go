@@ -41,12 +41,17 @@
 // instruction after SMC, MMIO, MSR/MRS and WFx, never after HVC, whose exit
 // already points past it.
 //
-// For snapshots: VCPU.SIMD/SetSIMD (V0-V31), VCPU.SaveICC/RestoreICC and
-// VM.SaveGIC/RestoreGIC (the framework's opaque GIC blob, tagged with the
-// macOS version), VM.GuestCounter/SetGuestCounter (one vtimer offset for all
-// vCPUs, starting at the VM's creation so the guest counter starts near 0),
-// and VM.TrackDirty/CollectDirty/StopDirtyTracking (write protection with
-// hv_vm_protect, pages recorded as the guest faults on them).
+// For snapshots, VCPU implements hv.StateVCPU and VM hv.StateVM.
+// SaveState also reads the vCPU's GIC CPU-interface (ICC) registers, which
+// only its own thread can, and VM.SaveGIC returns them with the framework's
+// opaque GIC blob (tagged with the macOS version); VM.RestoreGIC loads the
+// blob and leaves each vCPU's ICC registers for it to write on its thread
+// before it first runs. The guest counter is one vtimer offset for all vCPUs
+// (VM.GuestCounter/SetGuestCounter), starting at the VM's creation so the
+// guest counter starts near 0. VM.TrackDirty/CollectDirty/StopDirtyTracking
+// write-protect RAM with hv_vm_protect and record pages as the guest faults
+// on them, reported per block of the size TrackDirty was given. The pieces
+// remain available: VCPU.SIMD/SetSIMD (V0-V31), VCPU.SaveICC/RestoreICC.
 //
 // # Tests on a Mac
 //

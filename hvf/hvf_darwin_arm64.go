@@ -80,6 +80,16 @@ type VM struct {
 
 	mu    sync.Mutex
 	vcpus map[int]uint64 // squib index → hv_vcpu_t of the live vCPUs
+
+	// Snapshot state, under mu. The ICC registers can only be read and
+	// written on each vCPU's own thread, so SaveState reads them into
+	// savedICC for SaveGIC, and RestoreGIC leaves them in restoreICC for
+	// each vCPU to write before it first runs.
+	savedICC   map[int]gic.ICCRegs
+	restoreICC map[int]gic.ICCRegs
+	counterSet bool   // a restored vCPU has set the guest's virtual counter
+	counter    uint64 // the largest saved counter set so far
+	dirtyBlock uint64 // TrackDirty's block size
 }
 
 // NewVM creates the process's VM, its GIC and its RAM mapping. The GIC must

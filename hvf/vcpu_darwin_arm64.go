@@ -168,6 +168,9 @@ func (v *VCPU) unmaskVTimer(always bool) error {
 // timer exits) re-enter the guest here.
 func (v *VCPU) Run() (hv.Exit, error) {
 	v.mmioPending = false
+	if err := v.restorePendingICC(); err != nil {
+		return hv.Exit{}, err
+	}
 	for {
 		if err := firstError(v.syncOffset(), v.unmaskVTimer(false)); err != nil {
 			return hv.Exit{}, err

@@ -88,7 +88,7 @@ func TestGuestProgram(t *testing.T) {
 		if err := vm.Ready(); err != nil {
 			return err
 		}
-		if err := vm.TrackDirty(); err != nil {
+		if err := vm.TrackDirty(16 << 10); err != nil {
 			return err
 		}
 		vm.SetGuestCounter(counterStart)
@@ -189,9 +189,28 @@ func TestStateAPIs(t *testing.T) {
 		if again, err := v.SaveICC(); err != nil || again[gic.ICC_PMR_EL1] != 0xf0 {
 			return fmt.Errorf("ICC_PMR_EL1 = %#x after restoring 0xf0 (%v)", again[gic.ICC_PMR_EL1], err)
 		}
-		st, err := vm.SaveGIC([]gic.ICCRegs{icc})
+		if _, err := vm.SaveGIC(); err == nil {
+			return fmt.Errorf("SaveGIC succeeded before the vCPU saved its state")
+		}
+		saved, err := v.SaveState()
 		if err != nil {
 			return err
+		}
+		if saved.V[5] != [2]uint64{0x0011223344556677 + 5, 0x8899aabbccddeeff ^ 5<<56} || saved.MPIDR != hv.MPIDR(0) {
+			return fmt.Errorf("SaveState: V5 %#x MPIDR %#x", saved.V[5], saved.MPIDR)
+		}
+		if err := v.RestoreState(saved); err != nil {
+			return err
+		}
+		if again, err := v.SaveState(); err != nil || again.V != saved.V || again.Sys[uint16(hvf.TPIDR_EL0)] != saved.Sys[uint16(hvf.TPIDR_EL0)] {
+			return fmt.Errorf("state after RestoreState differs (%v)", err)
+		}
+		st, err := vm.SaveGIC()
+		if err != nil {
+			return err
+		}
+		if st.ICC[0][gic.ICC_PMR_EL1] != 0xf0 {
+			return fmt.Errorf("SaveGIC: ICC_PMR_EL1 %#x, want 0xf0", st.ICC[0][gic.ICC_PMR_EL1])
 		}
 		if st.Backend != gic.BackendHVF || st.BackendVersion == "" || len(st.Blob) == 0 {
 			return fmt.Errorf("GIC state %q %q with %d bytes", st.Backend, st.BackendVersion, len(st.Blob))

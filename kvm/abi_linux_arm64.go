@@ -8,6 +8,7 @@ const (
 	kvmCheckExtension      = 0xAE03
 	kvmGetVCPUMmapSize     = 0xAE04
 	kvmCreateVCPU          = 0xAE41
+	kvmGetDirtyLog         = 0x4010AE42
 	kvmSetUserMemoryRegion = 0x4020AE46
 	kvmIRQLine             = 0x4008AE61
 	kvmRun                 = 0xAE80
@@ -17,6 +18,7 @@ const (
 	kvmARMPreferredTarget  = 0x8020AEAF
 	kvmCreateDevice        = 0xC00CAEE0
 	kvmSetDeviceAttr       = 0x4018AEE1
+	kvmGetDeviceAttr       = 0x4018AEE2 // _IOW, like SET
 	kvmHasDeviceAttr       = 0x4018AEE3
 )
 
@@ -106,6 +108,15 @@ type userspaceMemoryRegion struct {
 	GuestPhysAddr uint64
 	MemorySize    uint64
 	UserspaceAddr uint64
+}
+
+// memLogDirtyPages is KVM_MEM_LOG_DIRTY_PAGES, a memory-slot flag (§1.12).
+const memLogDirtyPages = 1 << 0
+
+type dirtyLog struct {
+	Slot   uint32
+	_      uint32
+	Bitmap uint64 // user pointer to ALIGN(npages, 64)/8 bytes
 }
 
 type vcpuInit struct {

@@ -3,6 +3,11 @@
 // forwarded to userspace through the SMCCC filter (Linux 6.4+, falling back
 // to KVM's in-kernel PSCI on older kernels), and an in-kernel vGICv3.
 //
+// For snapshots VCPU implements hv.StateVCPU (registers through ONE_REG)
+// and VM hv.StateVM: the vGICv3's registers through its device attributes,
+// kept as (group, attr, value) triples in gic.State.Blob, and dirty-page
+// tracking through KVM's dirty log (kvm-arm64.md §1.9-§1.12, §2).
+//
 // The backend exists only on linux/arm64; elsewhere the package is empty.
 // Every unsafe operation lives in ioctl_unsafe.go.
 package kvm

@@ -14,6 +14,8 @@ import (
 var (
 	_ [32 - unsafe.Sizeof(userspaceMemoryRegion{})]byte
 	_ [unsafe.Sizeof(userspaceMemoryRegion{}) - 32]byte
+	_ [16 - unsafe.Sizeof(dirtyLog{})]byte
+	_ [unsafe.Sizeof(dirtyLog{}) - 16]byte
 	_ [32 - unsafe.Sizeof(vcpuInit{})]byte
 	_ [unsafe.Sizeof(vcpuInit{}) - 32]byte
 	_ [8 - unsafe.Sizeof(irqLevel{})]byte

@@ -69,9 +69,13 @@ type VM struct {
 	cfg          hv.Config
 	target       vcpuInit // from KVM_ARM_PREFERRED_TARGET
 	inKernelPSCI bool
+	gicFd        int // the vGICv3 device, -1 before Ready
 
-	mu    sync.Mutex
-	vcpus int // created so far
+	mu         sync.Mutex
+	vcpus      int    // created so far
+	counterSet bool   // a restored vCPU has set the guest's virtual counter
+	counter    uint64 // the largest saved counter set so far
+	dirtyBlock uint64 // TrackDirty's block size, 0 when not tracking
 }
 
 // NewVM creates the VM, maps guest RAM and installs the SMCCC filter.
@@ -87,7 +91,7 @@ func (h *Hypervisor) NewVM(cfg hv.Config) (hv.VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
 	}
-	vm := &VM{h: h, fd: fd, cfg: cfg}
+	vm := &VM{h: h, fd: fd, cfg: cfg, gicFd: -1}
 	if err := vm.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -157,7 +161,7 @@ func (vm *VM) Ready() error {
 		return fmt.Errorf("creating the vGICv3 (KVM needs a GICv3 host): %w", err)
 	}
 	gicFd := int(dev.Fd)
-	defer unix.Close(gicFd) // the VM keeps the device alive
+	vm.gicFd = gicFd // kept for SaveGIC and RestoreGIC; Close closes it
 	dist, redist := uint64(gic.DistBase), uint64(gic.RedistBase)
 	nrIRQs := vm.cfg.GIC.NumIRQs
 	steps := []struct {
@@ -192,7 +196,13 @@ func (vm *VM) SetSPI(intid uint32, level bool) error {
 }
 
 // Close closes the VM; its vCPUs must be closed already.
-func (vm *VM) Close() error { return unix.Close(vm.fd) }
+func (vm *VM) Close() error {
+	if vm.gicFd >= 0 {
+		unix.Close(vm.gicFd)
+		vm.gicFd = -1
+	}
+	return unix.Close(vm.fd)
+}
 
 // pid is used to direct kicks at vCPU threads.
 var pid = os.Getpid()

@@ -12,16 +12,18 @@ import (
 
 // VCPU is a KVM vCPU, owned by the locked OS thread that created it.
 type VCPU struct {
-	vm       *VM
-	id       int
-	fd       int
-	tid      int    // owning thread, for kicks
-	run      []byte // the mmap'd struct kvm_run
-	init     vcpuInit
-	mmioLen  int     // length of the pending MMIO read, 0 if none
-	pending  bool    // KVM completes the last MMIO access on the next KVM_RUN
-	reg      *uint64 // heap buffer for ONE_REG transfers
-	regIoctl *oneReg
+	vm        *VM
+	id        int
+	fd        int
+	tid       int    // owning thread, for kicks
+	run       []byte // the mmap'd struct kvm_run
+	init      vcpuInit
+	mmioLen   int     // length of the pending MMIO read, 0 if none
+	pending   bool    // KVM completes the last MMIO access on the next KVM_RUN
+	reg       *uint64 // heap buffer for ONE_REG transfers
+	regIoctl  *oneReg
+	wide      *[2]uint64 // heap buffer for 128-bit and 32-bit ONE_REG transfers
+	wideIoctl *oneReg
 }
 
 // NewVCPU creates and initializes vCPU id on the calling (locked) thread.
@@ -37,6 +39,8 @@ func (vm *VM) NewVCPU(id int) (hv.VCPU, error) {
 	}
 	v := &VCPU{vm: vm, id: id, fd: fd, tid: unix.Gettid(), run: run, init: vm.target, reg: new(uint64)}
 	v.regIoctl = &oneReg{Addr: addrOf(v.reg)}
+	v.wide = new([2]uint64)
+	v.wideIoctl = &oneReg{Addr: addrOf(v.wide)}
 	v.init.Features[0] |= featurePSCI02
 	if id > 0 && vm.inKernelPSCI {
 		// KVM holds secondaries off until the guest's CPU_ON.
