@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/psci"
+	"github.com/squibvm/squib/snapshot"
 	"github.com/squibvm/squib/vmm"
 )
 
@@ -47,6 +49,9 @@ type Controller struct {
 	bootPath bool // a boot resource was configured: no snapshot load
 	m        *vmm.Machine
 	paused   bool
+	// pendingStart: a snapshot was loaded without resume_vm; it is
+	// "Paused" and starts running at the first PATCH /vm Resumed.
+	pendingStart bool
 
 	outcome vmm.Outcome // set before done is closed
 	err     error
@@ -274,6 +279,10 @@ func (c *Controller) setState(v VM) error {
 	if pause == c.paused {
 		return nil
 	}
+	if c.pendingStart { // a loaded snapshot's first Resumed starts it
+		c.startLoaded()
+		return nil
+	}
 	op, metric, verb := c.m.Resume, "vmm_resume_vm", "resuming"
 	if pause {
 		op, metric, verb = c.m.Pause, "vmm_pause_vm", "pausing"
@@ -295,10 +304,21 @@ func (c *Controller) snapshotCreate(s SnapshotCreate) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
+	switch {
+	case c.m == nil:
 		return errBeforeStart
+	case s.SnapshotType != nil && *s.SnapshotType == "Diff":
+		return errors.New("Create snapshot error: Diff snapshots are not supported yet")
+	case !c.paused:
+		return errors.New("Create snapshot error: the microVM must be paused (PATCH /vm Paused) first")
 	}
-	return fmt.Errorf("Create snapshot error: %w", errNoSnapshots)
+	t := time.Now()
+	if err := c.m.Snapshot(snapshot.Files{State: *s.SnapshotPath, Memory: *s.MemFilePath}); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
+	}
+	c.metrics.store("latencies_us", "full_create_snapshot", time.Since(t))
+	c.Log().Info("snapshot created", "state", *s.SnapshotPath, "memory", *s.MemFilePath, "took", time.Since(t))
+	return nil
 }
 
 func (c *Controller) snapshotLoad(s SnapshotLoad) error {
@@ -313,7 +333,40 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	case c.bootPath:
 		return errLoadAfterBootConfig
 	}
-	return fmt.Errorf("Load snapshot error: %w", errNoSnapshots)
+	mem := s.MemFilePath
+	if b := s.MemBackend; b != nil {
+		if b.BackendType != nil && *b.BackendType != "File" {
+			return fmt.Errorf("Load snapshot error: memory backend %q is not supported; use File", *b.BackendType)
+		}
+		mem = b.BackendPath
+	}
+	if mem == nil {
+		return errors.New("Load snapshot error: no memory file given (mem_backend.backend_path)")
+	}
+	t := time.Now()
+	h, err := c.opts.OpenHypervisor()
+	if err == nil {
+		c.m, err = vmm.Restore(h, snapshot.Files{State: *s.SnapshotPath, Memory: *mem}, false, psci.RestoreBSPOnly, c.opts.Console, c.Log())
+	}
+	if err != nil {
+		err = fmt.Errorf("Load snapshot error: %w", err)
+		c.Log().Error("the snapshot failed to load", "err", err)
+		return err
+	}
+	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
+	c.Log().Info("snapshot loaded", "state", *s.SnapshotPath, "memory", *mem, "took", time.Since(t))
+	go c.wait(c.m)
+	c.paused, c.pendingStart = true, true
+	if s.ResumeVM != nil && *s.ResumeVM {
+		c.startLoaded()
+	}
+	return nil
+}
+
+// startLoaded lets a loaded snapshot run; c.mu is held.
+func (c *Controller) startLoaded() {
+	c.m.Start(c.opts.Input)
+	c.paused, c.pendingStart = false, false
 }
 
 // writeMetrics writes a metrics line; c.mu is held and the microVM started.

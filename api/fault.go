@@ -16,10 +16,9 @@ var (
 	errAfterStart          = errors.New("The requested operation is not supported after starting the microVM.")
 	errLoadAfterBootConfig = errors.New("Load snapshot error: Loading a microVM snapshot not allowed " +
 		"after configuring boot-specific resources.")
-	errNoSnapshots = errors.New("snapshots are not supported yet")
-	errEmptyPut    = errors.New("Empty PUT request.")
-	errEmptyPatch  = errors.New("Empty PATCH request.")
-	errGetBody     = errors.New("GET request cannot have a body.")
+	errEmptyPut   = errors.New("Empty PUT request.")
+	errEmptyPatch = errors.New("Empty PATCH request.")
+	errGetBody    = errors.New("GET request cannot have a body.")
 )
 
 // writeFault answers a failed request. Firecracker answers 400 for every

@@ -11,8 +11,15 @@ import (
 // RAM is guest RAM mapped into the host. The mapping is never moved, so
 // backends may hand its address to the hypervisor.
 type RAM struct {
-	base uint64
-	mem  []byte
+	base  uint64
+	mem   []byte
+	unmap func([]byte) error
+}
+
+// Adopt makes RAM of an existing host mapping (such as a snapshot's memory
+// file mapped copy-on-write); Close releases it with unmap.
+func Adopt(base uint64, mem []byte, unmap func([]byte) error) *RAM {
+	return &RAM{base: base, mem: mem, unmap: unmap}
 }
 
 // New maps size bytes of anonymous, zeroed memory as guest RAM at base.
@@ -29,7 +36,7 @@ func New(base, size uint64) (*RAM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping %d MiB of guest RAM: %w", size>>20, err)
 	}
-	return &RAM{base: base, mem: mem}, nil
+	return &RAM{base: base, mem: mem, unmap: unix.Munmap}, nil
 }
 
 // Base is the guest physical address of the first byte of RAM.
@@ -71,7 +78,7 @@ func (r *RAM) Close() error {
 	if r.mem == nil {
 		return nil
 	}
-	err := unix.Munmap(r.mem)
+	err := r.unmap(r.mem)
 	r.mem = nil
 	return err
 }

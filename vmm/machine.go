@@ -48,6 +48,7 @@ type Machine struct {
 	vm    hv.VM
 	psci  *psci.Machine
 	uart  *pl011.UART
+	rtc   *pl031.RTC
 	bus   bus
 	vcpus []*vcpu
 	wg    sync.WaitGroup // vCPU goroutines
@@ -57,21 +58,46 @@ type Machine struct {
 	outcome  Outcome
 	err      error
 
-	ctl   sync.Mutex // serializes Pause and Resume
-	exits exitCounters
+	ctl    sync.Mutex // serializes Pause, Resume and Snapshot
+	paused bool       // under ctl
+	exits  exitCounters
+
+	backend string // hv.Hypervisor.Name, for snapshots
+	boot    bool   // Start boots the kernel (New), not a restored state (Restore)
 }
 
 // New builds the machine described by plan on hypervisor h: guest RAM with
 // the kernel, initrd and device tree loaded, the devices, and one locked
 // goroutine per vCPU with its vCPU created. The vCPUs wait for Start.
-func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (m *Machine, err error) {
+func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (*Machine, error) {
 	if plan.VCPUs > h.MaxVCPUs() {
 		return nil, fmt.Errorf("--cpus %d: the %s backend supports at most %d vCPUs here", plan.VCPUs, h.Name(), h.MaxVCPUs())
 	}
-	m = &Machine{log: log, plan: plan, stopping: make(chan struct{}), bus: bus{log: log}}
-	if m.ram, err = memory.New(RAMBase, plan.RAMSize); err != nil {
+	ram, err := memory.New(RAMBase, plan.RAMSize)
+	if err != nil {
 		return nil, err
 	}
+	if err := loader.Load(ram, plan.Layout, plan.Image, plan.Initrd); err != nil {
+		ram.Close()
+		return nil, err
+	}
+	if err := ram.Write(plan.Layout.DTB, plan.DTB); err != nil {
+		ram.Close()
+		return nil, fmt.Errorf("loading the device tree: %w", err)
+	}
+	m, err := build(h, plan, ram, console, log)
+	if err != nil {
+		return nil, err
+	}
+	m.boot = true
+	return m, nil
+}
+
+// build makes the machine around loaded RAM: the VM, PSCI, the devices and
+// the vCPU goroutines with their vCPUs created, then Ready. It owns ram from
+// the call on, releasing it on failure.
+func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log *slog.Logger) (m *Machine, err error) {
+	m = &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), bus: bus{log: log}}
 	defer func() {
 		if err != nil {
 			m.end(Failed, err)
@@ -82,12 +108,6 @@ func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (m *M
 			m.ram.Close()
 		}
 	}()
-	if err := loader.Load(m.ram, plan.Layout, plan.Image, plan.Initrd); err != nil {
-		return nil, err
-	}
-	if err := m.ram.Write(plan.Layout.DTB, plan.DTB); err != nil {
-		return nil, fmt.Errorf("loading the device tree: %w", err)
-	}
 	if m.vm, err = h.NewVM(hv.Config{VCPUs: plan.VCPUs, RAMBase: RAMBase, RAM: m.ram.Bytes(), GIC: plan.GIC}); err != nil {
 		return nil, err
 	}
@@ -108,8 +128,9 @@ func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (m *M
 	}
 
 	m.uart = pl011.New(console, m.irqLine(plan.uartSPI))
+	m.rtc = pl031.New(nil)
 	m.bus.add(UARTBase, pl011.Size, "pl011", m.uart)
-	m.bus.add(RTCBase, pl031.Size, "pl031", pl031.New(nil))
+	m.bus.add(RTCBase, pl031.Size, "pl031", m.rtc)
 
 	created := make(chan error, plan.VCPUs)
 	for i := range plan.VCPUs {
@@ -150,30 +171,55 @@ func (m *Machine) irqLine(spi gic.SPI) func(bool) {
 	}
 }
 
-// Start boots the guest: the boot vCPU enters the kernel with x0 pointing
-// at the device tree; secondaries stay off until the guest's PSCI CPU_ON.
-// With in-kernel PSCI every vCPU runs and KVM holds the secondaries.
+// Start lets the guest run. A booted machine's boot vCPU enters the kernel
+// with x0 pointing at the device tree; secondaries stay off until the
+// guest's PSCI CPU_ON (with in-kernel PSCI every vCPU runs and KVM holds
+// the secondaries). A restored machine runs the vCPUs its restore policy
+// powered on, from their saved state.
 func (m *Machine) Start(input io.Reader) {
 	if input != nil {
 		go m.uart.Feed(input)
 	}
-	m.vcpus[0].cmds <- command{kind: cmdPowerOn, entry: m.plan.Layout.Kernel, arg: m.plan.Layout.DTB}
-	if m.vm.InKernelPSCI() {
-		for _, c := range m.vcpus[1:] {
-			c.cmds <- command{kind: cmdRun}
+	switch {
+	case !m.boot:
+		for i, c := range m.vcpus {
+			if m.psci.Power(i) == psci.On {
+				c.cmds <- command{kind: cmdRun}
+			}
+		}
+	default:
+		m.vcpus[0].cmds <- command{kind: cmdPowerOn, entry: m.plan.Layout.Kernel, arg: m.plan.Layout.DTB}
+		if m.vm.InKernelPSCI() {
+			for _, c := range m.vcpus[1:] {
+				c.cmds <- command{kind: cmdRun}
+			}
 		}
 	}
 }
 
 // Pause stops every vCPU at its next exit and returns once all have stopped.
-func (m *Machine) Pause() error { return m.broadcast(cmdPause) }
+func (m *Machine) Pause() error { return m.setPaused(true) }
 
 // Resume lets paused vCPUs run again.
-func (m *Machine) Resume() error { return m.broadcast(cmdResume) }
+func (m *Machine) Resume() error { return m.setPaused(false) }
 
-func (m *Machine) broadcast(kind cmdKind) error {
+func (m *Machine) setPaused(paused bool) error {
 	m.ctl.Lock()
 	defer m.ctl.Unlock()
+	kind := cmdResume
+	if paused {
+		kind = cmdPause
+	}
+	err := m.broadcast(kind)
+	if err == nil {
+		m.paused = paused
+	}
+	return err
+}
+
+// broadcast sends a command to every vCPU and waits for all to act on it;
+// called with ctl held.
+func (m *Machine) broadcast(kind cmdKind) error {
 	done := make(chan error, len(m.vcpus))
 	for _, c := range m.vcpus {
 		select {

@@ -58,13 +58,7 @@ func Prepare(cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--memory %d: %w", cfg.MemoryMiB, err)
 	}
-	if p.GIC, err = gic.NewLayout(cfg.VCPUs); err != nil {
-		return nil, err
-	}
-	if p.uartSPI, err = p.GIC.AllocSPI(); err != nil {
-		return nil, err
-	}
-	if p.rtcSPI, err = p.GIC.AllocSPI(); err != nil {
+	if err := p.layOut(); err != nil {
 		return nil, err
 	}
 	if p.DTB, err = deviceTree(p); err != nil {
@@ -74,4 +68,17 @@ func Prepare(cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("device tree of %d bytes exceeds 2 MiB", len(p.DTB))
 	}
 	return p, nil
+}
+
+// layOut assigns the interrupt controller and the devices' interrupts; the
+// same VCPUs always give the same board, so a restore finds it as saved.
+func (p *Plan) layOut() (err error) {
+	if p.GIC, err = gic.NewLayout(p.VCPUs); err != nil {
+		return err
+	}
+	if p.uartSPI, err = p.GIC.AllocSPI(); err != nil {
+		return err
+	}
+	p.rtcSPI, err = p.GIC.AllocSPI()
+	return err
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/psci"
+	"github.com/squibvm/squib/snapshot"
 )
 
 type cmdKind int
@@ -17,6 +18,8 @@ const (
 	cmdRun                    // start running as is (in-kernel PSCI secondaries)
 	cmdPause
 	cmdResume
+	cmdSave    // read the vCPU's state into saved (on its own thread)
+	cmdRestore // write state into the vCPU (on its own thread)
 )
 
 // command is a request to a vCPU's goroutine. done, when set, receives the
@@ -24,6 +27,7 @@ const (
 type command struct {
 	kind       cmdKind
 	entry, arg uint64
+	state      *snapshot.VCPU // cmdSave fills it, cmdRestore reads it
 	done       chan<- error
 }
 
@@ -123,6 +127,16 @@ func (m *Machine) command(c *vcpu, st *vcpuState, cmd command) {
 		st.paused = true
 	case cmdResume:
 		st.paused = false
+	case cmdSave, cmdRestore:
+		sv, ok := c.hv.(hv.StateVCPU)
+		switch {
+		case !ok:
+			err = fmt.Errorf("vCPU %d: this backend cannot save or restore vCPU state", c.id)
+		case cmd.kind == cmdSave:
+			*cmd.state, err = sv.SaveState()
+		default:
+			err = sv.RestoreState(*cmd.state)
+		}
 	}
 	if cmd.done != nil {
 		cmd.done <- err

@@ -140,7 +140,7 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "Disk", "backend_path": "m"}}`, deser + "unknown variant `Disk`"},
 		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m", "x": 1}}`, deser + `json: unknown field "x"`},
 		{"PUT", "/snapshot/load", `{"mem_file_path": "m"}`, deser + "missing field `snapshot_path`."},
-		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "Load snapshot error: snapshots are not supported yet"},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "Load snapshot error: no usable hypervisor"},
 		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, "squibd does not support block devices yet"},
 		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
 		{"PUT", "/vsock", `{"guest_cid": 3}`, "squibd does not support vsock yet"},
@@ -200,7 +200,7 @@ func TestAPIPreBootFlow(t *testing.T) {
 	d.ok("PUT", "/logger", fmt.Sprintf(`{"log_path": %q, "level": "debug", "show_level": false, "show_log_origin": false}`, logPath))
 	d.ok("PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath))
 	// Logger and metrics are not boot resources: loading a snapshot would still be allowed.
-	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "snapshots are not supported yet")
+	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "Load snapshot error: no usable hypervisor")
 	d.fault("PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath), "Reinitialization of metrics not allowed.")
 	d.ok("PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}`)
 	var mc map[string]any

@@ -190,7 +190,7 @@ func TestClientCommands(t *testing.T) {
 		{[]string{"resume", "--socket", d.sock}, exitError, "squibd: " + notStarted + "\n"},
 		{[]string{"snapshot", "create", "--socket", d.sock, "--snapshot", "s", "--mem", "m"}, exitError, "squibd: " + notStarted + "\n"},
 		{[]string{"snapshot", "load", "--socket", d.sock, "--snapshot", "s", "--mem", "m", "--resume"}, exitError,
-			"squibd: Load snapshot error: snapshots are not supported yet\n"},
+			"squibd: Load snapshot error: no usable hypervisor"},
 		{[]string{"snapshot", "--socket", d.sock}, exitUsage, "usage: squibd snapshot create|load"},
 		{[]string{"status"}, exitUsage, "--socket is required"},
 		{[]string{"status", "--socket", d.sock, "extra"}, exitUsage, `unexpected argument "extra"`},

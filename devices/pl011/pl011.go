@@ -200,3 +200,28 @@ func (u *UART) Feed(r io.Reader) error {
 		}
 	}
 }
+
+// State is the UART's saved state.
+type State struct {
+	IBRD, FBRD, LCRH, CR, IFLS, IMSC, DMACR uint32 `cbor:",omitempty"`
+	TXIntCleared                            bool   `cbor:",omitempty"`
+	RX                                      []byte `cbor:",omitempty"` // input the guest has not read yet
+}
+
+// Save returns the UART's state.
+func (u *UART) Save() State {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return State{u.ibrd, u.fbrd, u.lcrh, u.cr, u.ifls, u.imsc, u.dmacr, u.txIntCleared, append([]byte(nil), u.rx...)}
+}
+
+// Restore sets the UART's state and drives its interrupt line to match.
+func (u *UART) Restore(s State) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.ibrd, u.fbrd, u.lcrh, u.cr, u.ifls, u.imsc, u.dmacr = s.IBRD, s.FBRD, s.LCRH, s.CR, s.IFLS, s.IMSC, s.DMACR
+	u.txIntCleared = s.TXIntCleared
+	u.rx = append(u.rx[:0], s.RX...)
+	u.level = u.ris()&u.imsc != 0
+	u.irq(u.level)
+}

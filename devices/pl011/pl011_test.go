@@ -111,3 +111,33 @@ func TestInputBlocksWhenFullAndLosesNothing(t *testing.T) {
 		t.Fatal("received bytes differ from the input")
 	}
 }
+
+func TestSaveRestore(t *testing.T) {
+	var irq line
+	u := New(&bytes.Buffer{}, irq.set)
+	u.Write(regIBRD, 4, 13)
+	u.Write(regLCRH, 4, 0x70)
+	u.Write(regIMSC, 4, intRX)
+	u.Input([]byte("xy"))
+	s := u.Save()
+
+	var irq2 line
+	v := New(&bytes.Buffer{}, irq2.set)
+	v.Restore(s)
+	if !irq2.high() {
+		t.Fatal("restored UART with pending input did not raise its line")
+	}
+	if v.Read(regIBRD, 4) != 13 || v.Read(regLCRH, 4) != 0x70 || v.Read(regIMSC, 4) != intRX {
+		t.Fatal("registers not restored")
+	}
+	if c := v.Read(regDR, 4); c != 'x' {
+		t.Fatalf("first restored input byte %q", c)
+	}
+	if c := v.Read(regDR, 4); c != 'y' || irq2.high() {
+		t.Fatalf("second byte %q, line %v", c, irq2.levels)
+	}
+	// The saved state is a copy: the original keeps its input.
+	if c := u.Read(regDR, 4); c != 'x' {
+		t.Fatalf("original lost its input: %q", c)
+	}
+}

@@ -82,3 +82,25 @@ func (r *RTC) Write(off uint64, size int, v uint64) {
 		r.imsc = uint32(v) & 1
 	}
 }
+
+// State is the RTC's saved state. The clock keeps following the host's
+// wall clock across a restore: Offset is kept, not the seconds value.
+type State struct {
+	Offset int64  `cbor:",omitempty"`
+	MR, LR uint32 `cbor:",omitempty"`
+	IMSC   uint32 `cbor:",omitempty"`
+}
+
+// Save returns the RTC's state.
+func (r *RTC) Save() State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return State{r.offset, r.mr, r.lr, r.imsc}
+}
+
+// Restore sets the RTC's state.
+func (r *RTC) Restore(s State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.offset, r.mr, r.lr, r.imsc = s.Offset, s.MR, s.LR, s.IMSC
+}

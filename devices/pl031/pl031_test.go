@@ -33,3 +33,21 @@ func TestPrimeCellID(t *testing.T) {
 		}
 	}
 }
+
+func TestSaveRestore(t *testing.T) {
+	host := time.Unix(1_700_000_000, 0)
+	now := func() time.Time { return host }
+	r := New(now)
+	r.Write(regLR, 4, 1000)
+	r.Write(regMR, 4, 77)
+	s := r.Save()
+	host = host.Add(time.Hour) // the snapshot sat on disk for an hour
+	q := New(now)
+	q.Restore(s)
+	if got := q.Read(regDR, 4); got != 1000+3600 {
+		t.Fatalf("restored clock reads %d, want it to have followed the host (4600)", got)
+	}
+	if q.Read(regMR, 4) != 77 || q.Read(regLR, 4) != 1000 {
+		t.Fatal("MR/LR not restored")
+	}
+}

@@ -473,7 +473,7 @@ func lifecycle([]string) error {
 		{"PUT", "/metrics", `{"metrics_path": "/tmp/other.metrics"}`, after},
 		{"PUT", "/snapshot/load", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`, after},
 		{"PUT", "/snapshot/create", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`,
-			"Create snapshot error: snapshots are not supported yet"},
+			"Create snapshot error: the microVM must be paused (PATCH /vm Paused) first"},
 		{"PUT", "/actions", `{"action_type": "SendCtrlAltDel"}`, "SendCtrlAltDel is not supported on aarch64."},
 	}
 	for _, f := range faults {

@@ -1,0 +1,177 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/squibvm/squib/devices/pl011"
+	"github.com/squibvm/squib/devices/pl031"
+	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/memory"
+	"github.com/squibvm/squib/psci"
+	"github.com/squibvm/squib/snapshot"
+)
+
+// Snapshot writes a full snapshot of the paused machine to f: each vCPU
+// saves its own state on its own thread, then the interrupt controller and
+// the devices are saved, then guest RAM; both files appear atomically.
+// The machine stays paused, and intact if writing fails.
+func (m *Machine) Snapshot(f snapshot.Files) error {
+	m.ctl.Lock()
+	defer m.ctl.Unlock()
+	if !m.paused {
+		return errors.New("the microVM must be paused before a snapshot is taken")
+	}
+	sv, ok := m.vm.(hv.StateVM)
+	if !ok {
+		return fmt.Errorf("the %s backend cannot save interrupt-controller state", m.backend)
+	}
+	st := &snapshot.State{
+		Header: snapshot.Header{Backend: m.backend, RAMBase: m.ram.Base(), RAMSize: m.ram.Size()},
+		Machine: snapshot.Machine{
+			Config: snapshot.Config{VCPUs: m.plan.VCPUs, MemoryMiB: m.plan.MemoryMiB, Cmdline: m.plan.Cmdline},
+			VCPUs:  make([]snapshot.VCPU, len(m.vcpus)),
+		},
+	}
+	for i := range m.vcpus {
+		if err := m.tell(i, command{kind: cmdSave, state: &st.Machine.VCPUs[i]}); err != nil {
+			return err
+		}
+	}
+	for i, p := range m.psci.PowerStates() {
+		st.Machine.VCPUs[i].Power = p
+	}
+	var err error
+	if st.Machine.GIC, err = sv.SaveGIC(); err != nil {
+		return err
+	}
+	st.Header.BackendVersion = st.Machine.GIC.BackendVersion
+	if st.Machine.Devices, err = m.saveDevices(); err != nil {
+		return err
+	}
+	return snapshot.Create(f, st, m.ram.Bytes(), snapshot.CreateOptions{})
+}
+
+// tell sends one command to vCPU i and waits for its result.
+func (m *Machine) tell(i int, cmd command) error {
+	done := make(chan error, 1)
+	cmd.done = done
+	select {
+	case m.vcpus[i].cmds <- cmd:
+	case <-m.stopping:
+		return errors.New("the VM has ended")
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-m.stopping:
+		return errors.New("the VM has ended")
+	}
+}
+
+func (m *Machine) saveDevices() (map[string]cbor.RawMessage, error) {
+	uart, err := snapshot.Marshal(m.uart.Save())
+	if err != nil {
+		return nil, err
+	}
+	rtc, err := snapshot.Marshal(m.rtc.Save())
+	if err != nil {
+		return nil, err
+	}
+	return map[string]cbor.RawMessage{"pl011": uart, "pl031": rtc}, nil
+}
+
+func (m *Machine) restoreDevices(devs map[string]cbor.RawMessage) error {
+	var uart pl011.State
+	var rtc pl031.State
+	for name, v := range map[string]any{"pl011": &uart, "pl031": &rtc} {
+		b, ok := devs[name]
+		if !ok {
+			return fmt.Errorf("the snapshot has no %s state", name)
+		}
+		if err := snapshot.Unmarshal(b, v); err != nil {
+			return fmt.Errorf("%s state: %w", name, err)
+		}
+	}
+	m.uart.Restore(uart)
+	m.rtc.Restore(rtc)
+	return nil
+}
+
+// Restore builds a machine from snapshot f on hypervisor h. Guest RAM maps
+// the memory file copy-on-write, so the cost does not grow with guest
+// memory and clones share the host's page cache; eager copies it in
+// instead, for a memory file that may change while the VM runs. policy
+// decides which vCPUs run (psci.RestoreBSPOnly: the boot vCPU alone). The
+// machine waits for Start.
+func Restore(h hv.Hypervisor, f snapshot.Files, eager bool, policy psci.RestorePolicy, console io.Writer, log *slog.Logger) (*Machine, error) {
+	st, err := snapshot.Load(snapshot.Expect{Backend: h.Name()}, f)
+	if err != nil {
+		return nil, err
+	}
+	if st.Header.RAMBase != RAMBase {
+		return nil, fmt.Errorf("snapshot %s: RAM at %#x, squib's board has it at %#x", f.State, st.Header.RAMBase, uint64(RAMBase))
+	}
+	c := st.Machine.Config
+	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB}, RAMSize: st.Header.RAMSize}
+	if plan.VCPUs > h.MaxVCPUs() {
+		return nil, fmt.Errorf("snapshot %s has %d vCPUs; the %s backend supports at most %d here", f.State, plan.VCPUs, h.Name(), h.MaxVCPUs())
+	}
+	if err := plan.layOut(); err != nil {
+		return nil, err
+	}
+	var ram *memory.RAM
+	if eager {
+		if ram, err = memory.New(RAMBase, plan.RAMSize); err == nil {
+			if err = snapshot.LoadMemory(f.Memory, ram.Bytes()); err != nil {
+				ram.Close()
+			}
+		}
+	} else {
+		var mem []byte
+		if mem, err = snapshot.MapMemory(f.Memory); err == nil {
+			ram = memory.Adopt(RAMBase, mem, snapshot.Unmap)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := build(h, plan, ram, console, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.restore(st, policy); err != nil {
+		m.end(Failed, err)
+		m.Wait()
+		return nil, err
+	}
+	return m, nil
+}
+
+// restore writes the saved state into a freshly built machine: vCPUs (on
+// their threads), then the interrupt controller, devices and PSCI power.
+func (m *Machine) restore(st *snapshot.State, policy psci.RestorePolicy) error {
+	sv, ok := m.vm.(hv.StateVM)
+	if !ok {
+		return fmt.Errorf("the %s backend cannot restore interrupt-controller state", m.backend)
+	}
+	saved := make([]psci.Power, len(m.vcpus))
+	for i := range m.vcpus {
+		s := st.Machine.VCPUs[i]
+		saved[i] = s.Power
+		if err := m.tell(i, command{kind: cmdRestore, state: &s}); err != nil {
+			return fmt.Errorf("restoring vCPU %d: %w", i, err)
+		}
+	}
+	if err := sv.RestoreGIC(st.Machine.GIC); err != nil {
+		return err
+	}
+	if err := m.restoreDevices(st.Machine.Devices); err != nil {
+		return err
+	}
+	return m.psci.SetPowerStates(psci.RestoreShape(saved, policy))
+}
