@@ -1,5 +1,7 @@
 package hvf
 
+import "github.com/squibvm/squib/snapshot"
+
 // SysReg is hv_sys_reg_t, a 16-bit system-register number packed as in the
 // MRS/MSR instruction's bits [20:5]: op0<<14 | op1<<11 | CRn<<7 | CRm<<3 | op2
 // (hv_vcpu_types.h; hvf.md §3.5). The same packing names registers in traps
@@ -8,7 +10,7 @@ type SysReg uint16
 
 // EncodeSysReg packs an (op0, op1, CRn, CRm, op2) register name.
 func EncodeSysReg(op0, op1, crn, crm, op2 uint8) SysReg {
-	return SysReg(op0&3)<<14 | SysReg(op1&7)<<11 | SysReg(crn&0xf)<<7 | SysReg(crm&0xf)<<3 | SysReg(op2&7)
+	return SysReg(snapshot.SysReg(op0, op1, crn, crm, op2))
 }
 
 // System registers squib reads or writes (hv_sys_reg_t values, which are
