@@ -42,20 +42,15 @@ func (c *Controller) build() (*vmm.Machine, error) {
 	if c.boot.BootArgs != nil {
 		cfg.Cmdline = *c.boot.BootArgs
 	}
-	kernel, kf, err := loader.OpenFile(*c.boot.KernelImagePath)
-	if err != nil {
-		return nil, fmt.Errorf("kernel_image_path: %w", err)
-	}
-	defer kf.Close() // vmm.New has read it by the time build returns
-	cfg.Kernel = kernel
+	initrd := ""
 	if c.boot.InitrdPath != nil {
-		initrd, rf, err := loader.OpenFile(*c.boot.InitrdPath)
-		if err != nil {
-			return nil, fmt.Errorf("initrd_path: %w", err)
-		}
-		defer rf.Close()
-		cfg.Initrd = initrd
+		initrd = *c.boot.InitrdPath
 	}
+	release, err := cfg.OpenFiles("kernel_image_path", *c.boot.KernelImagePath, "initrd_path", initrd)
+	if err != nil {
+		return nil, err
+	}
+	defer release() // vmm.New has read them by the time build returns
 	plan, err := vmm.Prepare(cfg)
 	if err != nil {
 		return nil, err

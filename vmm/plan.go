@@ -20,6 +20,27 @@ type Config struct {
 	MemoryMiB uint64
 }
 
+// OpenFiles opens the boot files into c: the kernel and, unless initrdPath
+// is empty, the initrd, naming each in errors by its label (a flag or a
+// JSON field). Call release once New has loaded them.
+func (c *Config) OpenFiles(kernelLabel, kernelPath, initrdLabel, initrdPath string) (release func(), err error) {
+	kernel, kf, err := loader.OpenFile(kernelPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", kernelLabel, err)
+	}
+	c.Kernel, release = kernel, func() { kf.Close() }
+	if initrdPath == "" {
+		return release, nil
+	}
+	initrd, rf, err := loader.OpenFile(initrdPath)
+	if err != nil {
+		kf.Close()
+		return nil, fmt.Errorf("%s: %w", initrdLabel, err)
+	}
+	c.Initrd = initrd
+	return func() { kf.Close(); rf.Close() }, nil
+}
+
 // DefaultCmdline sends the console to the PL011 and turns a guest panic into
 // an immediate reset, so a crashed guest ends squibd instead of hanging.
 const DefaultCmdline = "console=ttyAMA0 panic=-1"

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/vmm"
 )
 
@@ -67,20 +66,11 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	log.Info("squibd starting", "pid", os.Getpid())
 
 	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory}
-	kernel, kf, err := loader.OpenFile(f.kernel)
+	release, err := cfg.OpenFiles("--kernel", f.kernel, "--initrd", f.initrd)
 	if err != nil {
-		return 0, fmt.Errorf("--kernel: %w", err)
+		return 0, err
 	}
-	defer kf.Close()
-	cfg.Kernel = kernel
-	if f.initrd != "" {
-		initrd, rf, err := loader.OpenFile(f.initrd)
-		if err != nil {
-			return 0, fmt.Errorf("--initrd: %w", err)
-		}
-		defer rf.Close()
-		cfg.Initrd = initrd
-	}
+	defer release()
 	plan, err := vmm.Prepare(cfg)
 	if err != nil {
 		return 0, err
