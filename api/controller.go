@@ -346,7 +346,7 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	t := time.Now()
 	h, err := c.opts.OpenHypervisor()
 	if err == nil {
-		c.m, err = vmm.Restore(h, snapshot.Files{State: *s.SnapshotPath, Memory: *mem}, false, psci.RestoreBSPOnly, c.opts.Console, c.Log())
+		c.m, err = vmm.Restore(h, snapshot.Files{State: *s.SnapshotPath, Memory: *mem}, psci.RestoreBSPOnly, c.opts.Console, c.Log())
 	}
 	if err != nil {
 		err = fmt.Errorf("Load snapshot error: %w", err)

@@ -104,11 +104,10 @@ func (m *Machine) restoreDevices(devs map[string]cbor.RawMessage) error {
 
 // Restore builds a machine from snapshot f on hypervisor h. Guest RAM maps
 // the memory file copy-on-write, so the cost does not grow with guest
-// memory and clones share the host's page cache; eager copies it in
-// instead, for a memory file that may change while the VM runs. policy
-// decides which vCPUs run (psci.RestoreBSPOnly: the boot vCPU alone). The
-// machine waits for Start.
-func Restore(h hv.Hypervisor, f snapshot.Files, eager bool, policy psci.RestorePolicy, console io.Writer, log *slog.Logger) (*Machine, error) {
+// memory and clones share the host's page cache. policy decides which
+// vCPUs run (psci.RestoreBSPOnly: the boot vCPU alone). The machine waits
+// for Start.
+func Restore(h hv.Hypervisor, f snapshot.Files, policy psci.RestorePolicy, console io.Writer, log *slog.Logger) (*Machine, error) {
 	st, err := snapshot.Load(snapshot.Expect{Backend: h.Name()}, f)
 	if err != nil {
 		return nil, err
@@ -124,23 +123,11 @@ func Restore(h hv.Hypervisor, f snapshot.Files, eager bool, policy psci.RestoreP
 	if err := plan.layOut(); err != nil {
 		return nil, err
 	}
-	var ram *memory.RAM
-	if eager {
-		if ram, err = memory.New(RAMBase, plan.RAMSize); err == nil {
-			if err = snapshot.LoadMemory(f.Memory, ram.Bytes()); err != nil {
-				ram.Close()
-			}
-		}
-	} else {
-		var mem []byte
-		if mem, err = snapshot.MapMemory(f.Memory); err == nil {
-			ram = memory.Adopt(RAMBase, mem, snapshot.Unmap)
-		}
-	}
+	mem, err := snapshot.MapMemory(f.Memory)
 	if err != nil {
 		return nil, err
 	}
-	m, err := build(h, plan, ram, console, log)
+	m, err := build(h, plan, memory.Adopt(RAMBase, mem, snapshot.Unmap), console, log)
 	if err != nil {
 		return nil, err
 	}
