@@ -3,6 +3,7 @@
 package kvm
 
 import (
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -50,11 +51,18 @@ func ioctlPtr[T any](fd int, req uintptr, p *T) (int, error) {
 	return int(r), nil
 }
 
-// addrOf returns the address of a buffer for a struct field that carries a
-// user pointer (kvm_one_reg.addr, kvm_device_attr.addr, userspace_addr).
-// SAFETY: callers pass heap or mmap'd memory, which never moves, and keep it
-// referenced for as long as the kernel may use the address.
-func addrOf[T any](p *T) uint64 { return uint64(uintptr(unsafe.Pointer(p))) }
+// addrOf pins *p and returns its address, for a struct field that carries
+// a user pointer (kvm_one_reg.addr, kvm_device_attr.addr, userspace_addr).
+// SAFETY: the kernel sees a bare integer, which neither keeps *p alive nor
+// follows it if it moves, and a goroutine's stack moves when it grows, so a
+// buffer that escape analysis left on the stack could be read at its old
+// place. Pinning makes *p escape to the heap, which never moves, and keeps
+// it there until the caller's pin.Unpin, after the last ioctl that uses it.
+// Pinning mmap'd memory does nothing, as it needs nothing.
+func addrOf[T any](pin *runtime.Pinner, p *T) uint64 {
+	pin.Pin(p)
+	return uint64(uintptr(unsafe.Pointer(p)))
+}
 
 // setImmediateExit stores kvm_run.immediate_exit from any thread.
 // SAFETY: run is the vCPU's kvm_run mapping (page-aligned, so the first word

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -120,14 +121,8 @@ func (vm *VM) setup() error {
 	if _, err := ioctlPtr(vm.fd, kvmARMPreferredTarget, &vm.target); err != nil {
 		return fmt.Errorf("KVM_ARM_PREFERRED_TARGET: %w", err)
 	}
-	ram := vm.cfg.RAM
-	region := &userspaceMemoryRegion{
-		GuestPhysAddr: vm.cfg.RAMBase,
-		MemorySize:    uint64(len(ram)),
-		UserspaceAddr: addrOf(&ram[0]),
-	}
-	if _, err := ioctlPtr(vm.fd, kvmSetUserMemoryRegion, region); err != nil {
-		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION (%d MiB at %#x): %w", len(ram)>>20, vm.cfg.RAMBase, err)
+	if err := vm.setSlotFlags(0); err != nil {
+		return err
 	}
 	// Forward the PSCI function ranges (SMC32 and SMC64) to userspace.
 	probe := &deviceAttr{Group: vmSMCCCCtrl, Attr: vmSMCCCFilter}
@@ -135,12 +130,32 @@ func (vm *VM) setup() error {
 		vm.inKernelPSCI = true
 		return nil
 	}
+	var pin runtime.Pinner
+	defer pin.Unpin()
 	for _, base := range []uint32{0x84000000, 0xC4000000} {
 		f := &smcccFilter{Base: base, NrFunctions: 0x20, Action: smcccFilterFwdToUser}
-		attr := &deviceAttr{Group: vmSMCCCCtrl, Attr: vmSMCCCFilter, Addr: addrOf(f)}
+		attr := &deviceAttr{Group: vmSMCCCCtrl, Attr: vmSMCCCFilter, Addr: addrOf(&pin, f)}
 		if _, err := ioctlPtr(vm.fd, kvmSetDeviceAttr, attr); err != nil {
 			return fmt.Errorf("installing the SMCCC filter for %#x: %w", base, err)
 		}
+	}
+	return nil
+}
+
+// setSlotFlags sets the guest RAM slot (slot 0), or rewrites its flags
+// (KVM_MR_FLAGS_ONLY) once it exists.
+func (vm *VM) setSlotFlags(flags uint32) error {
+	ram := vm.cfg.RAM
+	var pin runtime.Pinner // a no-op for mmap'd RAM, which never moves
+	defer pin.Unpin()
+	region := &userspaceMemoryRegion{
+		Flags:         flags,
+		GuestPhysAddr: vm.cfg.RAMBase,
+		MemorySize:    uint64(len(ram)),
+		UserspaceAddr: addrOf(&pin, &ram[0]),
+	}
+	if _, err := ioctlPtr(vm.fd, kvmSetUserMemoryRegion, region); err != nil {
+		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION (%d MiB at %#x, flags %#x): %w", len(ram)>>20, vm.cfg.RAMBase, flags, err)
 	}
 	return nil
 }
@@ -164,14 +179,16 @@ func (vm *VM) Ready() error {
 	vm.gicFd = gicFd // kept for SaveGIC and RestoreGIC; Close closes it
 	dist, redist := uint64(gic.DistBase), uint64(gic.RedistBase)
 	nrIRQs := vm.cfg.GIC.NumIRQs
+	var pin runtime.Pinner
+	defer pin.Unpin()
 	steps := []struct {
 		what       string
 		group      uint32
 		attr, addr uint64
 	}{
-		{"distributor address", vgicGrpAddr, vgicV3AddrTypeDist, addrOf(&dist)},
-		{"redistributor address", vgicGrpAddr, vgicV3AddrTypeRedist, addrOf(&redist)},
-		{"interrupt count", vgicGrpNrIRQs, 0, addrOf(&nrIRQs)},
+		{"distributor address", vgicGrpAddr, vgicV3AddrTypeDist, addrOf(&pin, &dist)},
+		{"redistributor address", vgicGrpAddr, vgicV3AddrTypeRedist, addrOf(&pin, &redist)},
+		{"interrupt count", vgicGrpNrIRQs, 0, addrOf(&pin, &nrIRQs)},
 		{"init", vgicGrpCtrl, vgicCtrlInit, 0},
 	}
 	for _, s := range steps {

@@ -188,15 +188,16 @@ func kernelRelease() string {
 
 // gicAttr gets (set false) or sets one vGIC register through the device fd.
 func (vm *VM) gicAttr(set bool, group uint32, attr uint64, val uint64) (uint64, error) {
+	var pin runtime.Pinner
+	defer pin.Unpin()
 	buf := new(uint64)
 	*buf = val
-	a := &deviceAttr{Group: group, Attr: attr, Addr: addrOf(buf)}
+	a := &deviceAttr{Group: group, Attr: attr, Addr: addrOf(&pin, buf)}
 	req, name := uintptr(kvmGetDeviceAttr), "KVM_GET_DEVICE_ATTR"
 	if set {
 		req, name = kvmSetDeviceAttr, "KVM_SET_DEVICE_ATTR"
 	}
 	_, err := ioctlPtr(vm.gicFd, req, a)
-	runtime.KeepAlive(buf)
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return 0, fmt.Errorf("vGIC register %d/%#x: %s: %w (a vCPU is running)", group, attr, name, err)
@@ -318,30 +319,16 @@ func (vm *VM) RestoreGIC(s gic.State) error {
 	return nil
 }
 
-// setSlotFlags rewrites the RAM slot with new flags (KVM_MR_FLAGS_ONLY).
-func (vm *VM) setSlotFlags(flags uint32) error {
-	ram := vm.cfg.RAM
-	region := &userspaceMemoryRegion{
-		Flags:         flags,
-		GuestPhysAddr: vm.cfg.RAMBase,
-		MemorySize:    uint64(len(ram)),
-		UserspaceAddr: addrOf(&ram[0]),
-	}
-	if _, err := ioctlPtr(vm.fd, kvmSetUserMemoryRegion, region); err != nil {
-		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION flags %#x: %w", flags, err)
-	}
-	return nil
-}
-
 // dirtyPages is KVM_GET_DIRTY_LOG: one bit per host page of the RAM slot
 // written since the last call, which clears the log and write-protects the
 // pages again (§1.12).
 func (vm *VM) dirtyPages() ([]uint64, error) {
 	npages := (uint64(len(vm.cfg.RAM)) + uint64(unix.Getpagesize()) - 1) / uint64(unix.Getpagesize())
 	bm := make([]uint64, (npages+63)/64)
-	log := &dirtyLog{Bitmap: addrOf(&bm[0])}
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	log := &dirtyLog{Bitmap: addrOf(&pin, &bm[0])}
 	_, err := ioctlPtr(vm.fd, kvmGetDirtyLog, log)
-	runtime.KeepAlive(bm)
 	if err != nil {
 		return nil, fmt.Errorf("KVM_GET_DIRTY_LOG: %w", err)
 	}

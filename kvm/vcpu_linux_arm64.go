@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -20,10 +21,11 @@ type VCPU struct {
 	init      vcpuInit
 	mmioLen   int     // length of the pending MMIO read, 0 if none
 	pending   bool    // KVM completes the last MMIO access on the next KVM_RUN
-	reg       *uint64 // heap buffer for ONE_REG transfers
+	reg       *uint64 // pinned buffer for ONE_REG transfers
 	regIoctl  *oneReg
-	wide      *[2]uint64 // heap buffer for 128-bit and 32-bit ONE_REG transfers
+	wide      *[2]uint64 // pinned buffer for 128-bit and 32-bit ONE_REG transfers
 	wideIoctl *oneReg
+	pin       runtime.Pinner // reg and wide, until Close
 }
 
 // NewVCPU creates and initializes vCPU id on the calling (locked) thread.
@@ -38,9 +40,9 @@ func (vm *VM) NewVCPU(id int) (hv.VCPU, error) {
 		return nil, fmt.Errorf("mapping kvm_run of vCPU %d: %w", id, err)
 	}
 	v := &VCPU{vm: vm, id: id, fd: fd, tid: unix.Gettid(), run: run, init: vm.target, reg: new(uint64)}
-	v.regIoctl = &oneReg{Addr: addrOf(v.reg)}
+	v.regIoctl = &oneReg{Addr: addrOf(&v.pin, v.reg)}
 	v.wide = new([2]uint64)
-	v.wideIoctl = &oneReg{Addr: addrOf(v.wide)}
+	v.wideIoctl = &oneReg{Addr: addrOf(&v.pin, v.wide)}
 	v.init.Features[0] |= featurePSCI02
 	if id > 0 && vm.inKernelPSCI {
 		// KVM holds secondaries off until the guest's CPU_ON.
@@ -218,6 +220,7 @@ func (v *VCPU) PowerOn(entry, arg uint64) error {
 
 // Close unmaps kvm_run and closes the vCPU.
 func (v *VCPU) Close() error {
+	v.pin.Unpin()
 	err := unix.Munmap(v.run)
 	if cerr := unix.Close(v.fd); err == nil {
 		err = cerr

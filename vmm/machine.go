@@ -96,8 +96,8 @@ func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (*Mac
 // build makes the machine around loaded RAM: the VM, PSCI, the devices and
 // the vCPU goroutines with their vCPUs created, then Ready. It owns ram from
 // the call on, releasing it on failure.
-func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log *slog.Logger) (m *Machine, err error) {
-	m = &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), bus: bus{log: log}}
+func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log *slog.Logger) (_ *Machine, err error) {
+	m := &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), bus: bus{log: log}}
 	defer func() {
 		if err != nil {
 			m.end(Failed, err)
