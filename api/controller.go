@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/squibvm/squib/hv"
-	"github.com/squibvm/squib/psci"
 	"github.com/squibvm/squib/snapshot"
 	"github.com/squibvm/squib/vmm"
 )
@@ -307,17 +306,21 @@ func (c *Controller) snapshotCreate(s SnapshotCreate) error {
 	switch {
 	case c.m == nil:
 		return errBeforeStart
-	case s.SnapshotType != nil && *s.SnapshotType == "Diff":
-		return errors.New("Create snapshot error: Diff snapshots are not supported yet")
 	case !c.paused:
 		return errors.New("Create snapshot error: the microVM must be paused (PATCH /vm Paused) first")
 	}
-	t := time.Now()
-	if err := c.m.Snapshot(snapshot.Files{State: *s.SnapshotPath, Memory: *s.MemFilePath}); err != nil {
-		return fmt.Errorf("Create snapshot error: %w", err)
+	diff, metric := s.SnapshotType != nil && *s.SnapshotType == "Diff", "full_create_snapshot"
+	if diff {
+		metric = "diff_create_snapshot"
 	}
-	c.metrics.store("latencies_us", "full_create_snapshot", time.Since(t))
-	c.Log().Info("snapshot created", "state", *s.SnapshotPath, "memory", *s.MemFilePath, "took", time.Since(t))
+	t := time.Now()
+	if err := c.m.Snapshot(snapshot.Files{State: *s.SnapshotPath, Memory: *s.MemFilePath}, diff); err != nil {
+		err = fmt.Errorf("Create snapshot error: %w", err)
+		c.Log().Error("the snapshot failed; the microVM stays paused", "err", err)
+		return err
+	}
+	c.metrics.store("latencies_us", metric, time.Since(t))
+	c.Log().Info("snapshot created", "diff", diff, "state", *s.SnapshotPath, "memory", *s.MemFilePath, "took", time.Since(t))
 	return nil
 }
 
@@ -343,10 +346,13 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	if mem == nil {
 		return errors.New("Load snapshot error: no memory file given (mem_backend.backend_path)")
 	}
+	power, _ := s.power() // checked
+	o := vmm.RestoreOptions{Power: power, CopyMemory: s.CopyMemory != nil && *s.CopyMemory,
+		TrackDirtyPages: s.TrackDirtyPages != nil && *s.TrackDirtyPages || s.EnableDiffSnapshots != nil && *s.EnableDiffSnapshots}
 	t := time.Now()
 	h, err := c.opts.OpenHypervisor()
 	if err == nil {
-		c.m, err = vmm.Restore(h, snapshot.Files{State: *s.SnapshotPath, Memory: *mem}, psci.RestoreBSPOnly, c.opts.Console, c.Log())
+		c.m, err = vmm.Restore(h, snapshot.Files{State: *s.SnapshotPath, Memory: *mem}, o, c.opts.Console, c.Log())
 	}
 	if err != nil {
 		err = fmt.Errorf("Load snapshot error: %w", err)

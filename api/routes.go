@@ -1,6 +1,10 @@
 package api
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/squibvm/squib/psci"
+)
 
 // route is one endpoint: a ServeMux pattern, the resource's name in
 // Firecracker's metrics, and the function that turns a body into a
@@ -94,5 +98,22 @@ func (s SnapshotLoad) check() error {
 			return bodyError("unknown variant `%s`, expected `File` or `Uffd`", *b.BackendType)
 		}
 	}
+	if _, err := s.power(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// power is the restore policy vcpu_power names.
+func (s SnapshotLoad) power() (psci.RestorePolicy, error) {
+	if s.VCPUPower == nil {
+		return psci.RestoreBSPOnly, nil
+	}
+	switch *s.VCPUPower {
+	case "boot_vcpu":
+		return psci.RestoreBSPOnly, nil
+	case "saved":
+		return psci.RestoreSaved, nil
+	}
+	return 0, bodyError("unknown variant `%s`, expected `boot_vcpu` or `saved`", *s.VCPUPower)
 }

@@ -38,7 +38,8 @@ func (c *Controller) Start() error {
 
 // build reads the boot files and builds the machine.
 func (c *Controller) build() (*vmm.Machine, error) {
-	cfg := vmm.Config{Cmdline: vmm.DefaultCmdline, VCPUs: c.machine.vcpus, MemoryMiB: c.machine.memMiB}
+	cfg := vmm.Config{Cmdline: vmm.DefaultCmdline, VCPUs: c.machine.vcpus, MemoryMiB: c.machine.memMiB,
+		TrackDirtyPages: c.machine.trackDirty}
 	if c.boot.BootArgs != nil {
 		cfg.Cmdline = *c.boot.BootArgs
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/memory"
 	"github.com/squibvm/squib/psci"
+	"github.com/squibvm/squib/snapshot"
 )
 
 // Outcome is how a VM ended.
@@ -64,6 +65,12 @@ type Machine struct {
 
 	backend string // hv.Hypervisor.Name, for snapshots
 	boot    bool   // Start boots the kernel (New), not a restored state (Restore)
+
+	// Dirty-page tracking and diff snapshots, under ctl.
+	blockSize int             // snapshot block size; the tracking unit when tracking
+	tracking  bool            // the backend records guest writes to RAM
+	lastID    string          // the snapshot a diff would apply to ("" if none)
+	carry     snapshot.Bitmap // blocks dirtied since lastID that a failed snapshot collected
 }
 
 // New builds the machine described by plan on hypervisor h: guest RAM with
@@ -90,6 +97,13 @@ func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (*Mac
 		return nil, err
 	}
 	m.boot = true
+	if plan.TrackDirtyPages {
+		if err := m.trackDirty(); err != nil {
+			m.end(Failed, err)
+			m.Wait()
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -97,7 +111,8 @@ func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (*Mac
 // the vCPU goroutines with their vCPUs created, then Ready. It owns ram from
 // the call on, releasing it on failure.
 func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log *slog.Logger) (_ *Machine, err error) {
-	m := &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), bus: bus{log: log}}
+	m := &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), bus: bus{log: log},
+		blockSize: snapshot.DefaultBlockSize()}
 	defer func() {
 		if err != nil {
 			m.end(Failed, err)
@@ -150,6 +165,19 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 		return nil, err
 	}
 	return m, nil
+}
+
+// trackDirty starts dirty-page tracking, before any vCPU runs.
+func (m *Machine) trackDirty() error {
+	sv, ok := m.vm.(hv.StateVM)
+	if !ok {
+		return fmt.Errorf("the %s backend cannot track dirty pages", m.backend)
+	}
+	if err := sv.TrackDirty(uint64(m.blockSize)); err != nil {
+		return err
+	}
+	m.tracking = true
+	return nil
 }
 
 // irqLine returns the function a device calls to drive its interrupt line.

@@ -18,6 +18,9 @@ type Config struct {
 	Cmdline   string
 	VCPUs     int
 	MemoryMiB uint64
+	// TrackDirtyPages records the guest's writes to RAM from the start,
+	// for diff snapshots.
+	TrackDirtyPages bool
 }
 
 // OpenFiles opens the boot files into c: the kernel and, unless initrdPath

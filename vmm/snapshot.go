@@ -16,15 +16,23 @@ import (
 	"github.com/squibvm/squib/snapshot"
 )
 
-// Snapshot writes a full snapshot of the paused machine to f: each vCPU
-// saves its own state on its own thread, then the interrupt controller and
-// the devices are saved, then guest RAM; both files appear atomically.
-// The machine stays paused, and intact if writing fails.
-func (m *Machine) Snapshot(f snapshot.Files) error {
+// Snapshot writes a snapshot of the paused machine to f: each vCPU saves
+// its own state on its own thread, then the interrupt controller and the
+// devices are saved, then guest RAM; both files appear atomically. A diff
+// snapshot holds only the RAM written since the machine's last snapshot
+// (or the one it was restored from) and needs dirty-page tracking. The
+// machine stays paused, and intact if writing fails; the writes a failed
+// snapshot collected go into the next one.
+func (m *Machine) Snapshot(f snapshot.Files, diff bool) error {
 	m.ctl.Lock()
 	defer m.ctl.Unlock()
-	if !m.paused {
+	switch {
+	case !m.paused:
 		return errors.New("the microVM must be paused before a snapshot is taken")
+	case diff && !m.tracking:
+		return errors.New("a diff snapshot needs dirty-page tracking: set track_dirty_pages when configuring or loading the microVM")
+	case diff && m.lastID == "":
+		return errors.New("a diff snapshot needs an earlier snapshot to apply to: take a full snapshot first")
 	}
 	sv, ok := m.vm.(hv.StateVM)
 	if !ok {
@@ -53,7 +61,39 @@ func (m *Machine) Snapshot(f snapshot.Files) error {
 	if st.Machine.Devices, err = m.saveDevices(); err != nil {
 		return err
 	}
-	return snapshot.Create(f, st, m.ram.Bytes(), snapshot.CreateOptions{})
+	o := snapshot.CreateOptions{BlockSize: m.blockSize}
+	var dirty snapshot.Bitmap
+	if m.tracking {
+		if dirty, err = m.collectDirty(sv); err != nil {
+			return err
+		}
+	}
+	if diff {
+		o.Dirty, st.Header.Parent = dirty, m.lastID
+	}
+	if err := snapshot.Create(f, st, m.ram.Bytes(), o); err != nil {
+		m.carry = dirty
+		return err
+	}
+	m.lastID, m.carry = st.Header.ID, nil
+	return nil
+}
+
+// collectDirty returns the blocks the guest wrote since the last snapshot
+// that was written: the backend's log since the last call, plus m.carry.
+func (m *Machine) collectDirty(sv hv.StateVM) (snapshot.Bitmap, error) {
+	words, err := sv.CollectDirty()
+	if err != nil {
+		return nil, err
+	}
+	n := int(m.ram.Size() / uint64(m.blockSize))
+	b := snapshot.NewBitmap(n)
+	for i := range n {
+		if words[i/64]&(1<<(i%64)) != 0 || (m.carry != nil && m.carry.Has(i)) {
+			b.Set(i)
+		}
+	}
+	return b, nil
 }
 
 // tell sends one command to vCPU i and waits for its result.
@@ -102,12 +142,24 @@ func (m *Machine) restoreDevices(devs map[string]cbor.RawMessage) error {
 	return nil
 }
 
+// RestoreOptions say how Restore brings a snapshot back.
+type RestoreOptions struct {
+	// Power decides which vCPUs run (psci.RestoreBSPOnly: the boot vCPU alone).
+	Power psci.RestorePolicy
+	// CopyMemory reads the memory file into fresh guest RAM, checking every
+	// block, instead of mapping it: for files that may change while the VM
+	// runs.
+	CopyMemory bool
+	// TrackDirtyPages records the guest's writes from the restore on, so
+	// that a diff snapshot of the restored machine applies to this one.
+	TrackDirtyPages bool
+}
+
 // Restore builds a machine from snapshot f on hypervisor h. Guest RAM maps
 // the memory file copy-on-write, so the cost does not grow with guest
-// memory and clones share the host's page cache. policy decides which
-// vCPUs run (psci.RestoreBSPOnly: the boot vCPU alone). The machine waits
-// for Start.
-func Restore(h hv.Hypervisor, f snapshot.Files, policy psci.RestorePolicy, console io.Writer, log *slog.Logger) (*Machine, error) {
+// memory and clones share the host's page cache (unless o.CopyMemory). The
+// machine waits for Start.
+func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Writer, log *slog.Logger) (*Machine, error) {
 	st, err := snapshot.Load(snapshot.Expect{Backend: h.Name()}, f)
 	if err != nil {
 		return nil, err
@@ -116,27 +168,54 @@ func Restore(h hv.Hypervisor, f snapshot.Files, policy psci.RestorePolicy, conso
 		return nil, fmt.Errorf("snapshot %s: RAM at %#x, squib's board has it at %#x", f.State, st.Header.RAMBase, uint64(RAMBase))
 	}
 	c := st.Machine.Config
-	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB}, RAMSize: st.Header.RAMSize}
+	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages},
+		RAMSize: st.Header.RAMSize}
 	if plan.VCPUs > h.MaxVCPUs() {
 		return nil, fmt.Errorf("snapshot %s has %d vCPUs; the %s backend supports at most %d here", f.State, plan.VCPUs, h.Name(), h.MaxVCPUs())
 	}
 	if err := plan.layOut(); err != nil {
 		return nil, err
 	}
-	mem, err := snapshot.MapMemory(f.Memory)
+	ram, err := restoreRAM(f.Memory, st.Header.RAMSize, o.CopyMemory)
 	if err != nil {
 		return nil, err
 	}
-	m, err := build(h, plan, memory.Adopt(RAMBase, mem, snapshot.Unmap), console, log)
+	m, err := build(h, plan, ram, console, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.restore(st, policy); err != nil {
+	// A diff of this machine applies to the loaded snapshot, in its blocks.
+	m.lastID, m.blockSize = st.Header.ID, int(st.Header.Memory.BlockSize)
+	err = m.restore(st, o.Power)
+	if err == nil && o.TrackDirtyPages {
+		err = m.trackDirty()
+	}
+	if err != nil {
 		m.end(Failed, err)
 		m.Wait()
 		return nil, err
 	}
 	return m, nil
+}
+
+// restoreRAM maps the memory file at path as guest RAM, or copies it in.
+func restoreRAM(path string, size uint64, copyIn bool) (*memory.RAM, error) {
+	if !copyIn {
+		mem, err := snapshot.MapMemory(path)
+		if err != nil {
+			return nil, err
+		}
+		return memory.Adopt(RAMBase, mem, snapshot.Unmap), nil
+	}
+	ram, err := memory.New(RAMBase, size)
+	if err != nil {
+		return nil, err
+	}
+	if err := snapshot.LoadMemory(path, ram.Bytes()); err != nil {
+		ram.Close()
+		return nil, err
+	}
+	return ram, nil
 }
 
 // restore writes the saved state into a freshly built machine: vCPUs (on

@@ -32,13 +32,18 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "API socket `path` of the squibd to talk to")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
-	var snapshot, mem string
-	var resume bool
+	var snapshot, mem, power string
+	var resume, diff, copyMem, track bool
 	if name == "snapshot" {
 		fs.StringVar(&snapshot, "snapshot", "", "snapshot state `file`")
 		fs.StringVar(&mem, "mem", "", "guest memory `file`")
-		if what == "snapshot load" {
+		if what == "snapshot create" {
+			fs.BoolVar(&diff, "diff", false, "write only the memory written since the last snapshot (needs dirty-page tracking)")
+		} else {
 			fs.BoolVar(&resume, "resume", false, "resume the microVM once loaded")
+			fs.StringVar(&power, "vcpu-power", "boot_vcpu", "which vCPUs run: `boot_vcpu` (vCPU 0 only) or saved (each as saved)")
+			fs.BoolVar(&copyMem, "copy-memory", false, "read the memory file in instead of mapping it copy-on-write")
+			fs.BoolVar(&track, "track-dirty-pages", false, "track the guest's writes, for diff snapshots of the restored microVM")
 		}
 	}
 	if err := fs.Parse(args); err != nil {
@@ -65,13 +70,15 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	case "resume":
 		err = c.SetState(ctx, api.VMResumed)
 	case "snapshot create":
-		err = c.Do(ctx, http.MethodPut, "/snapshot/create", api.SnapshotCreate{SnapshotPath: &snapshot, MemFilePath: &mem}, nil)
-	case "snapshot load":
-		body := api.SnapshotLoad{SnapshotPath: &snapshot, MemBackend: &api.MemBackend{BackendType: new(string), BackendPath: &mem}}
-		*body.MemBackend.BackendType = "File"
-		if resume {
-			body.ResumeVM = &resume
+		typ := "Full"
+		if diff {
+			typ = "Diff"
 		}
+		err = c.Do(ctx, http.MethodPut, "/snapshot/create", api.SnapshotCreate{SnapshotPath: &snapshot, MemFilePath: &mem, SnapshotType: &typ}, nil)
+	case "snapshot load":
+		file := "File"
+		body := api.SnapshotLoad{SnapshotPath: &snapshot, MemBackend: &api.MemBackend{BackendType: &file, BackendPath: &mem},
+			ResumeVM: &resume, VCPUPower: &power, CopyMemory: &copyMem, TrackDirtyPages: &track}
 		err = c.Do(ctx, http.MethodPut, "/snapshot/load", body, nil)
 	}
 	var info api.InstanceInfo
