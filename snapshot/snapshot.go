@@ -201,7 +201,7 @@ func checkLink(prev []*State, s *State) error {
 	h := &s.Header
 	if len(prev) == 0 {
 		if h.Type != Full {
-			return problem(ErrParent, "diff of snapshot %s: give its chain, starting with a full snapshot", h.Parent)
+			return problem(ErrParent, "a diff of snapshot %s, which it applies to: merge the two into a full snapshot (squibd snapshot merge)", h.Parent)
 		}
 		return nil
 	}

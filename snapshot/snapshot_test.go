@@ -162,7 +162,7 @@ func TestChainRefuses(t *testing.T) {
 		chain []Files
 		msg   string
 	}{
-		{"diff first", []Files{d1}, "give its chain, starting with a full snapshot"},
+		{"diff first", []Files{d1}, "merge the two into a full snapshot"},
 		{"skipped diff", []Files{base, d2}, "but follows snapshot"},
 		{"diff twice", []Files{base, d1, d1}, "but follows snapshot"},
 		{"full after full", []Files{base, full}, "a full snapshot cannot follow"},

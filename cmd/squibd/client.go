@@ -23,8 +23,12 @@ const clientTimeout = time.Minute
 func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error) {
 	what := name
 	if name == "snapshot" {
+		if len(args) > 0 && (args[0] == "describe" || args[0] == "verify" || args[0] == "merge") {
+			return snapshotFileCmd(args[0], args[1:], stdout, stderr)
+		}
 		if len(args) == 0 || (args[0] != "create" && args[0] != "load") {
-			return 0, usageError{"usage: squibd snapshot create|load --socket PATH --snapshot FILE --mem FILE"}
+			return 0, usageError{"usage: squibd snapshot create|load --socket PATH --snapshot FILE --mem FILE\n" +
+				"       squibd snapshot describe|verify|merge --snapshot FILE ... (-h for their flags)"}
 		}
 		what, args = name+" "+args[0], args[1:]
 	}

@@ -35,7 +35,8 @@ commands:
   status    show the microVM of the squibd listening on --socket PATH
   pause     pause it
   resume    resume it
-  snapshot  create|load --snapshot FILE --mem FILE: snapshot it (not supported yet)
+  snapshot  create|load --snapshot FILE --mem FILE: snapshot it, or restore a snapshot;
+            describe|verify|merge: inspect, check or merge snapshot files (offline, no --socket)
   help      show this text
 The client commands (status, pause, resume, snapshot) take --socket PATH,
 and --json to print JSON.

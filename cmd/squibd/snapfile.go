@@ -1,0 +1,232 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/squibvm/squib/psci"
+	"github.com/squibvm/squib/snapshot"
+)
+
+// snapshotFileUsage is the synopsis of each offline snapshot command.
+var snapshotFileUsage = map[string]string{
+	"describe": "--snapshot STATE [--restore-shape] [--json]",
+	"verify":   "--snapshot STATE --mem MEM [--json]",
+	"merge":    "--snapshot BASE_STATE --mem BASE_MEM --diff STATE:MEM [--diff STATE:MEM ...] --out-snapshot STATE --out-mem MEM [--json]",
+}
+
+// snapshotFileCmd runs the offline snapshot commands, which read snapshot
+// files and need no running squibd: describe (summarize a state file), verify
+// (check a state file and its memory file completely) and merge (fold diff
+// snapshots into a full one).
+func snapshotFileCmd(what string, args []string, stdout, stderr io.Writer) (int, error) {
+	synopsis, ok := snapshotFileUsage[what]
+	if !ok {
+		return 0, usageError{fmt.Sprintf("unknown snapshot command %q", what)}
+	}
+	fs := flag.NewFlagSet("squibd snapshot "+what, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: squibd snapshot %s %s\n", what, synopsis)
+		fs.PrintDefaults()
+	}
+	var state, mem, outState, outMem string
+	var shape bool
+	var diffs []snapshot.Files
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	switch what {
+	case "describe":
+		fs.StringVar(&state, "snapshot", "", "snapshot state `file`")
+		fs.BoolVar(&shape, "restore-shape", false, "also show which vCPUs run after a restore, under each --vcpu-power policy")
+	case "verify":
+		fs.StringVar(&state, "snapshot", "", "snapshot state `file`")
+		fs.StringVar(&mem, "mem", "", "guest memory `file`")
+	case "merge":
+		fs.StringVar(&state, "snapshot", "", "the base (full) snapshot's state `file`")
+		fs.StringVar(&mem, "mem", "", "the base snapshot's memory `file`")
+		fs.Func("diff", "a diff snapshot to fold in, as `STATE:MEM`; repeat it for each diff, oldest first", func(v string) error {
+			f, err := parseDiff(v)
+			if err == nil {
+				diffs = append(diffs, f)
+			}
+			return err
+		})
+		fs.StringVar(&outState, "out-snapshot", "", "state `file` of the merged snapshot to write")
+		fs.StringVar(&outMem, "out-mem", "", "memory `file` of the merged snapshot to write")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, nil
+		}
+		return 0, usageError{err.Error()}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return 0, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	case state == "":
+		return 0, usageError{"--snapshot is required"}
+	case what != "describe" && mem == "":
+		return 0, usageError{"--mem is required"}
+	}
+
+	switch what {
+	case "describe":
+		return describeCmd(state, shape, *asJSON, stdout)
+	case "verify":
+		return verifyCmd(state, mem, *asJSON, stdout)
+	}
+	switch {
+	case len(diffs) == 0:
+		return 0, usageError{"at least one --diff STATE:MEM is required"}
+	case outState == "":
+		return 0, usageError{"--out-snapshot is required"}
+	case outMem == "":
+		return 0, usageError{"--out-mem is required"}
+	case filepath.Clean(outState) == filepath.Clean(outMem):
+		return 0, usageError{"--out-snapshot and --out-mem name the same file"}
+	}
+	return mergeCmd(snapshot.Files{State: state, Memory: mem}, diffs, snapshot.Files{State: outState, Memory: outMem}, *asJSON, stdout)
+}
+
+// parseDiff parses a --diff value, STATE:MEM. Paths holding a colon cannot
+// be given this way; the value must have exactly one.
+func parseDiff(v string) (snapshot.Files, error) {
+	st, mem, ok := strings.Cut(v, ":")
+	if !ok || st == "" || mem == "" || strings.Contains(mem, ":") {
+		return snapshot.Files{}, errors.New("want STATE:MEM, the state file and the memory file of a diff snapshot, separated by one colon")
+	}
+	return snapshot.Files{State: st, Memory: mem}, nil
+}
+
+// restoreShape is the power state of each vCPU after a restore, under each
+// value of the API's vcpu_power (and snapshot load --vcpu-power).
+type restoreShape struct {
+	BootVCPU []string `json:"boot_vcpu"`
+	Saved    []string `json:"saved"`
+}
+
+// describeOutput is the JSON of snapshot describe.
+type describeOutput struct {
+	snapshot.Report
+	RestoreShape *restoreShape `json:"restore_shape,omitempty"`
+}
+
+func describeCmd(state string, shape, asJSON bool, stdout io.Writer) (int, error) {
+	r, err := snapshot.Describe(state)
+	if err != nil {
+		return 0, err
+	}
+	out := describeOutput{Report: r}
+	if shape {
+		if out.RestoreShape, err = shapeOf(r.VCPUs); err != nil {
+			return 0, fmt.Errorf("%s: %w", state, err)
+		}
+	}
+	if asJSON {
+		printJSON(stdout, out)
+		return exitOK, nil
+	}
+	if err := r.WriteText(stdout); err != nil {
+		return 0, err
+	}
+	if s := out.RestoreShape; s != nil {
+		fmt.Fprintf(stdout, "restore shape (--vcpu-power), vCPU 0 first:\n  boot_vcpu  %s\n  saved      %s\n",
+			strings.Join(s.BootVCPU, " "), strings.Join(s.Saved, " "))
+	}
+	return exitOK, nil
+}
+
+// shapeOf computes the restore shape of the saved vCPUs with
+// psci.RestoreShape, from the power state names the report holds.
+func shapeOf(vcpus []snapshot.VCPUReport) (*restoreShape, error) {
+	saved := make([]psci.Power, len(vcpus))
+	for i, c := range vcpus {
+		p, ok := parsePower(c.Power)
+		if !ok {
+			return nil, fmt.Errorf("vCPU %d: unknown power state %q", i, c.Power)
+		}
+		saved[i] = p
+	}
+	names := func(ps []psci.Power) []string {
+		s := make([]string, len(ps))
+		for i, p := range ps {
+			s[i] = p.String()
+		}
+		return s
+	}
+	return &restoreShape{
+		BootVCPU: names(psci.RestoreShape(saved, psci.RestoreBSPOnly)),
+		Saved:    names(psci.RestoreShape(saved, psci.RestoreSaved)),
+	}, nil
+}
+
+// parsePower is the inverse of psci.Power.String for the valid states.
+func parsePower(name string) (psci.Power, bool) {
+	for _, p := range []psci.Power{psci.On, psci.Off, psci.OnPending} {
+		if p.String() == name {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
+// verifyOutput is the JSON of snapshot verify. Report is nil when the state
+// file could not be read.
+type verifyOutput struct {
+	*snapshot.Report
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+func verifyCmd(state, mem string, asJSON bool, stdout io.Writer) (int, error) {
+	r, err := snapshot.Verify(state, mem)
+	read := r.Header.ID != "" // the report holds what could be read even on failure
+	if asJSON {
+		out := verifyOutput{OK: err == nil}
+		if read {
+			out.Report = &r
+		}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		printJSON(stdout, out)
+		if err != nil {
+			return 0, err
+		}
+		return exitOK, nil
+	}
+	if read {
+		if werr := r.WriteText(stdout); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintln(stdout, "ok: state file and memory file are intact")
+	return exitOK, nil
+}
+
+// mergeOutput is the JSON of snapshot merge.
+type mergeOutput struct {
+	ID    string `json:"id"`
+	Diffs int    `json:"diffs"` // diffs folded into the base
+	snapshot.Files
+}
+
+func mergeCmd(base snapshot.Files, diffs []snapshot.Files, out snapshot.Files, asJSON bool, stdout io.Writer) (int, error) {
+	st, err := snapshot.Merge(base, diffs, out)
+	if err != nil {
+		return 0, err
+	}
+	if asJSON {
+		printJSON(stdout, mergeOutput{ID: st.Header.ID, Diffs: len(diffs), Files: out})
+		return exitOK, nil
+	}
+	fmt.Fprintf(stdout, "merged %d diff(s) into full snapshot %s\n  state  %s\n  memory %s\n", len(diffs), st.Header.ID, out.State, out.Memory)
+	return exitOK, nil
+}

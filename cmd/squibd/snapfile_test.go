@@ -1,0 +1,446 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/squibvm/squib/gic"
+	"github.com/squibvm/squib/psci"
+	"github.com/squibvm/squib/snapshot"
+)
+
+// The offline snapshot commands run the real binary (squibdBin) on snapshot
+// files the tests write with the snapshot package.
+
+const snapRAM = 1 << 20 // bytes of guest RAM in the test snapshots
+
+// runSnapshot runs squibd snapshot args... and returns its exit status,
+// stdout and stderr.
+func runSnapshot(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(squibdBin, append([]string{"snapshot"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	if s := stderr.String(); strings.Contains(s, "panic:") || strings.Contains(s, "goroutine ") {
+		t.Fatalf("squibd snapshot %v: stack trace on stderr: %s", args, s)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// snapState returns a valid machine state with one vCPU per power state
+// given and snapRAM bytes of RAM, ready for snapshot.Create; parent is empty
+// for a full snapshot.
+func snapState(parent string, power ...psci.Power) *snapshot.State {
+	st := &snapshot.State{
+		Header: snapshot.Header{Backend: gic.BackendKVM, BackendVersion: "6.8.0", RAMBase: 0x4000_0000,
+			RAMSize: snapRAM, Parent: parent},
+		Machine: snapshot.Machine{
+			Config: snapshot.Config{VCPUs: len(power), MemoryMiB: snapRAM >> 20, Cmdline: "console=ttyAMA0"},
+			GIC:    gic.State{Backend: gic.BackendKVM, BackendVersion: "6.8.0", Blob: []byte{1, 2, 3}, ICC: make([]gic.ICCRegs, len(power))},
+		},
+	}
+	for i, p := range power {
+		st.Machine.VCPUs = append(st.Machine.VCPUs, snapshot.VCPU{PC: 0x4008_0000 + uint64(i)*4, MPIDR: 1<<31 | uint64(i), Power: p})
+	}
+	return st
+}
+
+func snapFiles(dir, name string) snapshot.Files {
+	return snapshot.Files{State: filepath.Join(dir, name+".state"), Memory: filepath.Join(dir, name+".mem")}
+}
+
+// writeSnapshot creates a snapshot of st and ram at f: a diff holding the
+// blocks dirty marks, or a full snapshot when dirty is nil.
+func writeSnapshot(t *testing.T, f snapshot.Files, st *snapshot.State, ram []byte, dirty snapshot.Bitmap) {
+	t.Helper()
+	if err := snapshot.Create(f, st, ram, snapshot.CreateOptions{Dirty: dirty}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testRAM returns snapRAM bytes of random data, with the second half zero.
+func testRAM(seed uint64) []byte {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	ram := make([]byte, snapRAM)
+	for i := range snapRAM / 2 {
+		ram[i] = byte(rng.Uint32())
+	}
+	return ram
+}
+
+// blockSize is the block size Create uses by default.
+var blockSize = snapshot.DefaultBlockSize()
+
+// describeJSON holds the fields of describe's and verify's JSON the tests
+// check.
+type describeJSON struct {
+	Format struct{ Major, Minor int } `json:"format"`
+	Header struct {
+		ID      string `json:"id"`
+		Type    string `json:"type"`
+		Parent  string `json:"parent"`
+		RAMSize uint64 `json:"ram_size"`
+	} `json:"header"`
+	Config struct {
+		VCPUs     int    `json:"vcpus"`
+		MemoryMiB uint64 `json:"memory_mib"`
+	} `json:"config"`
+	VCPUs []struct {
+		Power string `json:"power"`
+		PC    uint64 `json:"pc"`
+	} `json:"vcpus"`
+	Memory *struct {
+		Size       uint64 `json:"size"`
+		Type       string `json:"type"`
+		DataBlocks int    `json:"data_blocks"`
+	} `json:"memory"`
+	RestoreShape *struct {
+		BootVCPU []string `json:"boot_vcpu"`
+		Saved    []string `json:"saved"`
+	} `json:"restore_shape"`
+	OK    *bool  `json:"ok"`
+	Error string `json:"error"`
+}
+
+func parseJSON(t *testing.T, stdout string) describeJSON {
+	t.Helper()
+	var d describeJSON
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+		t.Fatalf("output is not JSON: %v: %q", err, stdout)
+	}
+	if strings.Count(stdout, "\n") != 1 || !strings.HasSuffix(stdout, "\n") {
+		t.Errorf("JSON output is not one line: %q", stdout)
+	}
+	return d
+}
+
+func TestSnapshotDescribe(t *testing.T) {
+	dir := t.TempDir()
+	f := snapFiles(dir, "vm")
+	st := snapState("", psci.On, psci.On)
+	writeSnapshot(t, f, st, testRAM(1), nil)
+	id := st.Header.ID
+
+	status, stdout, stderr := runSnapshot(t, "describe", "--snapshot", f.State)
+	if status != exitOK || stderr != "" {
+		t.Fatalf("describe: status %d, stderr %q", status, stderr)
+	}
+	for _, want := range []string{"snapshot " + id + ": Full, format 1.0", "RAM         1.0 MiB at 0x40000000",
+		"config      2 vCPUs, 1 MiB", "  1   MPIDR 0x80000001  On "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("describe lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "restore shape") || strings.Contains(stdout, "memory:") {
+		t.Errorf("describe without --restore-shape, or of a state file alone, says too much:\n%s", stdout)
+	}
+
+	status, stdout, stderr = runSnapshot(t, "describe", "--snapshot", f.State, "--json")
+	if status != exitOK || stderr != "" {
+		t.Fatalf("describe --json: status %d, stderr %q", status, stderr)
+	}
+	d := parseJSON(t, stdout)
+	if d.Header.ID != id || d.Header.Type != "Full" || d.Header.RAMSize != snapRAM || d.Config.VCPUs != 2 ||
+		d.Config.MemoryMiB != 1 || len(d.VCPUs) != 2 || d.VCPUs[1].PC != 0x4008_0004 || d.Format.Major != 1 {
+		t.Errorf("describe --json: %+v", d)
+	}
+	if d.Memory != nil || d.RestoreShape != nil || d.OK != nil {
+		t.Errorf("describe --json has memory, restore_shape or ok: %s", stdout)
+	}
+
+	// A diff's state file describes on its own.
+	diff := snapFiles(dir, "diff")
+	st2 := snapState(id, psci.On, psci.Off)
+	writeSnapshot(t, diff, st2, testRAM(1), snapshot.NewBitmap(snapRAM/blockSize))
+	_, stdout, _ = runSnapshot(t, "describe", "--snapshot", diff.State, "--json")
+	if d := parseJSON(t, stdout); d.Header.Type != "Diff" || d.Header.Parent != id || d.Header.ID != st2.Header.ID {
+		t.Errorf("describe --json of a diff: %+v", d)
+	}
+}
+
+func TestSnapshotRestoreShape(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		saved            []psci.Power
+		bootVCPU, saved2 []string
+	}{
+		{[]psci.Power{psci.On, psci.On}, []string{"On", "Off"}, []string{"On", "On"}},
+		{[]psci.Power{psci.On, psci.OnPending, psci.Off}, []string{"On", "Off", "Off"}, []string{"On", "On", "Off"}},
+		{[]psci.Power{psci.Off}, []string{"On"}, []string{"Off"}},
+	}
+	for i, c := range cases {
+		f := snapFiles(dir, string(rune('a'+i)))
+		writeSnapshot(t, f, snapState("", c.saved...), testRAM(2), nil)
+		status, stdout, stderr := runSnapshot(t, "describe", "--snapshot", f.State, "--restore-shape", "--json")
+		if status != exitOK {
+			t.Fatalf("%v: status %d, stderr %q", c.saved, status, stderr)
+		}
+		d := parseJSON(t, stdout)
+		if d.RestoreShape == nil || !reflect.DeepEqual(d.RestoreShape.BootVCPU, c.bootVCPU) || !reflect.DeepEqual(d.RestoreShape.Saved, c.saved2) {
+			t.Errorf("%v: restore_shape %+v; want boot_vcpu %v, saved %v", c.saved, d.RestoreShape, c.bootVCPU, c.saved2)
+		}
+		if len(d.VCPUs) != len(c.saved) || d.Header.ID == "" { // the report is still there
+			t.Errorf("%v: report %+v", c.saved, d)
+		}
+		status, stdout, _ = runSnapshot(t, "describe", "--snapshot", f.State, "--restore-shape")
+		want := "  boot_vcpu  " + strings.Join(c.bootVCPU, " ") + "\n  saved      " + strings.Join(c.saved2, " ") + "\n"
+		if status != exitOK || !strings.Contains(stdout, "restore shape") || !strings.HasSuffix(stdout, want) {
+			t.Errorf("%v: text output ends\n%s\nwant\n%s", c.saved, stdout[max(0, len(stdout)-200):], want)
+		}
+	}
+}
+
+func TestSnapshotVerify(t *testing.T) {
+	dir := t.TempDir()
+	f := snapFiles(dir, "vm")
+	st := snapState("", psci.On, psci.Off)
+	writeSnapshot(t, f, st, testRAM(3), nil)
+
+	status, stdout, stderr := runSnapshot(t, "verify", "--snapshot", f.State, "--mem", f.Memory)
+	if status != exitOK || stderr != "" || !strings.HasSuffix(stdout, "\nok: state file and memory file are intact\n") ||
+		!strings.Contains(stdout, "snapshot "+st.Header.ID) || !strings.Contains(stdout, "memory: "+f.Memory) {
+		t.Fatalf("verify: status %d, stdout %q, stderr %q", status, stdout, stderr)
+	}
+	status, stdout, _ = runSnapshot(t, "verify", "--snapshot", f.State, "--mem", f.Memory, "--json")
+	d := parseJSON(t, stdout)
+	wantBlocks := snapRAM / 2 / blockSize // the first half of the RAM holds data
+	if status != exitOK || d.OK == nil || !*d.OK || d.Error != "" || d.Header.ID != st.Header.ID || d.Memory == nil ||
+		d.Memory.Size != snapRAM || d.Memory.Type != "Full" || d.Memory.DataBlocks != wantBlocks {
+		t.Errorf("verify --json: status %d, %+v, memory %+v; want %d data blocks", status, d, d.Memory, wantBlocks)
+	}
+
+	// A bit flipped in a data block of the memory file.
+	mem, err := os.ReadFile(f.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem[3*blockSize+100] ^= 0x04
+	bad := filepath.Join(dir, "flipped.mem")
+	if err := os.WriteFile(bad, mem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, stdout, stderr = runSnapshot(t, "verify", "--snapshot", f.State, "--mem", bad)
+	if status != exitError || !strings.HasPrefix(stderr, "squibd: ") || strings.Count(stderr, "\n") != 1 ||
+		!strings.Contains(stderr, bad+": checksum mismatch: block 3 ") {
+		t.Errorf("verify of a flipped bit: status %d, stderr %q", status, stderr)
+	}
+	if strings.Contains(stdout, "ok:") {
+		t.Errorf("verify of a flipped bit says ok: %q", stdout)
+	}
+	status, stdout, _ = runSnapshot(t, "verify", "--snapshot", f.State, "--mem", bad, "--json")
+	if d := parseJSON(t, stdout); status != exitError || d.OK == nil || *d.OK || !strings.Contains(d.Error, "checksum mismatch") ||
+		d.Header.ID != st.Header.ID {
+		t.Errorf("verify --json of a flipped bit: status %d, %+v", status, d)
+	}
+
+	// A truncated state file.
+	state, err := os.ReadFile(f.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(dir, "short.state")
+	if err := os.WriteFile(short, state[:len(state)-10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, stdout, stderr = runSnapshot(t, "verify", "--snapshot", short, "--mem", f.Memory)
+	if status != exitError || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, short+": file truncated") {
+		t.Errorf("verify of a truncated state file: status %d, stdout %q, stderr %q", status, stdout, stderr)
+	}
+	status, stdout, _ = runSnapshot(t, "verify", "--snapshot", short, "--mem", f.Memory, "--json")
+	if d := parseJSON(t, stdout); status != exitError || d.OK == nil || *d.OK || d.Header.ID != "" || !strings.Contains(d.Error, "file truncated") {
+		t.Errorf("verify --json of a truncated state file: status %d, %q", status, stdout)
+	}
+	if status, _, stderr := runSnapshot(t, "describe", "--snapshot", short); status != exitError || !strings.Contains(stderr, "file truncated") {
+		t.Errorf("describe of a truncated state file: status %d, stderr %q", status, stderr)
+	}
+
+	// A memory file of another snapshot.
+	other := snapFiles(dir, "other")
+	writeSnapshot(t, other, snapState("", psci.On, psci.Off), testRAM(3), nil)
+	if status, _, stderr := runSnapshot(t, "verify", "--snapshot", f.State, "--mem", other.Memory); status != exitError ||
+		!strings.Contains(stderr, "memory file does not match") {
+		t.Errorf("verify of another snapshot's memory file: status %d, stderr %q", status, stderr)
+	}
+}
+
+// mergeChain writes a full snapshot and two diffs, each changing some blocks
+// of the RAM, and returns their files, the final RAM and the last diff's ID.
+func mergeChain(t *testing.T, dir string) (base, d1, d2 snapshot.Files, ram []byte, id string) {
+	ram = testRAM(4)
+	base, d1, d2 = snapFiles(dir, "base"), snapFiles(dir, "d1"), snapFiles(dir, "d2")
+	st0 := snapState("", psci.On, psci.On)
+	writeSnapshot(t, base, st0, ram, nil)
+
+	block := func(i int) []byte { return ram[i*blockSize : (i+1)*blockSize] }
+	dirty := snapshot.NewBitmap(snapRAM / blockSize)
+	for _, i := range []int{1, snapRAM / blockSize / 2} { // a data block, a hole
+		for j := range block(i) {
+			block(i)[j] = byte(i + j)
+		}
+		dirty.Set(i)
+	}
+	st1 := snapState(st0.Header.ID, psci.On, psci.On)
+	writeSnapshot(t, d1, st1, ram, dirty)
+
+	dirty = snapshot.NewBitmap(snapRAM / blockSize)
+	clear(block(0)) // a data block zeroed
+	copy(block(1), "rewritten again")
+	copy(block(snapRAM/blockSize-1), "the last block")
+	for _, i := range []int{0, 1, snapRAM/blockSize - 1} {
+		dirty.Set(i)
+	}
+	st2 := snapState(st1.Header.ID, psci.On, psci.Off)
+	st2.Machine.VCPUs[0].PC = 0x4010_0000
+	writeSnapshot(t, d2, st2, ram, dirty)
+	return base, d1, d2, ram, st2.Header.ID
+}
+
+func TestSnapshotMerge(t *testing.T) {
+	dir := t.TempDir()
+	base, d1, d2, ram, id := mergeChain(t, dir)
+	out := snapFiles(t.TempDir(), "merged")
+	status, stdout, stderr := runSnapshot(t, "merge", "--snapshot", base.State, "--mem", base.Memory,
+		"--diff", d1.State+":"+d1.Memory, "--diff", d2.State+":"+d2.Memory, "--out-snapshot", out.State, "--out-mem", out.Memory)
+	want := "merged 2 diff(s) into full snapshot " + id + "\n  state  " + out.State + "\n  memory " + out.Memory + "\n"
+	if status != exitOK || stderr != "" || stdout != want {
+		t.Fatalf("merge: status %d, stdout %q, stderr %q; want %q", status, stdout, stderr, want)
+	}
+	if status, stdout, stderr := runSnapshot(t, "verify", "--snapshot", out.State, "--mem", out.Memory); status != exitOK ||
+		!strings.HasSuffix(stdout, "ok: state file and memory file are intact\n") {
+		t.Errorf("verify of the merged snapshot: status %d, stderr %q", status, stderr)
+	}
+	got := make([]byte, snapRAM)
+	if err := snapshot.LoadMemory(out.Memory, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, ram) {
+		t.Error("the merged RAM differs from the RAM of the last diff")
+	}
+	st, err := snapshot.ReadState(out.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := st.Header; h.ID != id || h.Type != snapshot.Full || h.Parent != "" || st.Machine.VCPUs[0].PC != 0x4010_0000 ||
+		st.Machine.VCPUs[1].Power != psci.Off {
+		t.Errorf("merged state: header %+v, vCPUs %+v; want the last diff's state as a full snapshot", h, st.Machine.VCPUs)
+	}
+
+	// Merging one diff at a time, with JSON output.
+	step := snapFiles(t.TempDir(), "step")
+	status, stdout, stderr = runSnapshot(t, "merge", "--snapshot", base.State, "--mem", base.Memory,
+		"--diff", d1.State+":"+d1.Memory, "--out-snapshot", step.State, "--out-mem", step.Memory, "--json")
+	var m struct {
+		ID            string
+		Diffs         int
+		State, Memory string
+	}
+	if err := json.Unmarshal([]byte(stdout), &m); status != exitOK || err != nil || m.Diffs != 1 || m.State != step.State ||
+		m.Memory != step.Memory || m.ID == "" || m.ID == id {
+		t.Fatalf("merge --json: status %d, %q (%v), stderr %q", status, stdout, err, stderr)
+	}
+	status, _, stderr = runSnapshot(t, "merge", "--snapshot", step.State, "--mem", step.Memory,
+		"--diff", d2.State+":"+d2.Memory, "--out-snapshot", step.State, "--out-mem", step.Memory)
+	clear(got)
+	if err := snapshot.LoadMemory(step.Memory, got); status != exitOK || err != nil || !bytes.Equal(got, ram) {
+		t.Errorf("merge in place: status %d, stderr %q, LoadMemory: %v, RAM equal: %v", status, stderr, err, bytes.Equal(got, ram))
+	}
+}
+
+func TestSnapshotMergeFailures(t *testing.T) {
+	dir := t.TempDir()
+	base, d1, d2, _, _ := mergeChain(t, dir)
+	diff := func(f snapshot.Files) string { return f.State + ":" + f.Memory }
+
+	// A failed merge leaves nothing in the output directory: neither the
+	// output files nor temporary ones.
+	outDir := t.TempDir()
+	out := snapFiles(outDir, "merged")
+	noOutput := func(what string) {
+		t.Helper()
+		if entries, err := os.ReadDir(outDir); err != nil || len(entries) != 0 {
+			t.Errorf("%s: the output directory holds %v (%v)", what, entries, err)
+		}
+	}
+	merge := func(diffs ...string) []string {
+		args := []string{"merge", "--snapshot", base.State, "--mem", base.Memory}
+		for _, d := range diffs {
+			args = append(args, "--diff", d)
+		}
+		return append(args, "--out-snapshot", out.State, "--out-mem", out.Memory)
+	}
+
+	// The diffs out of order.
+	status, _, stderr := runSnapshot(t, merge(diff(d2), diff(d1))...)
+	if status != exitError || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, d2.State+": diff does not apply to its base") {
+		t.Errorf("merge out of order: status %d, stderr %q", status, stderr)
+	}
+	noOutput("merge out of order")
+
+	// A diff whose memory file is damaged: the merge fails while writing.
+	mem, err := os.ReadFile(d2.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem[blockSize+1] ^= 0x80 // block 1, which d2 carries
+	bad := filepath.Join(dir, "bad.mem")
+	if err := os.WriteFile(bad, mem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, _, stderr = runSnapshot(t, merge(diff(d1), d2.State+":"+bad)...)
+	if status != exitError || !strings.Contains(stderr, bad+": checksum mismatch") {
+		t.Errorf("merge of a damaged diff: status %d, stderr %q", status, stderr)
+	}
+	noOutput("merge of a damaged diff")
+
+	// Command-line mistakes.
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{merge("nocolon"), `invalid value "nocolon" for flag -diff: want STATE:MEM`},
+		{merge(d1.State + ":"), "want STATE:MEM"},
+		{merge(":" + d1.Memory), "want STATE:MEM"},
+		{merge("a:b:c"), "want STATE:MEM"},
+		{merge(), "at least one --diff STATE:MEM is required"},
+		{[]string{"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", diff(d1), "--out-snapshot", out.State}, "--out-mem is required"},
+		{[]string{"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", diff(d1), "--out-mem", out.Memory}, "--out-snapshot is required"},
+		{[]string{"merge", "--snapshot", base.State, "--diff", diff(d1), "--out-snapshot", out.State, "--out-mem", out.Memory}, "--mem is required"},
+		{[]string{"merge", "--mem", base.Memory, "--diff", diff(d1), "--out-snapshot", out.State, "--out-mem", out.Memory}, "--snapshot is required"},
+		{[]string{"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", diff(d1), "--out-snapshot", out.State, "--out-mem", out.State}, "name the same file"},
+		{append(merge(diff(d1)), "extra"), `unexpected argument "extra"`},
+		{[]string{"describe"}, "--snapshot is required"},
+		{[]string{"describe", "--snapshot", base.State, "--mem", base.Memory}, "flag provided but not defined: -mem"},
+		{[]string{"describe", "--snapshot", base.State, "extra"}, `unexpected argument "extra"`},
+		{[]string{"verify", "--snapshot", base.State}, "--mem is required"},
+		{[]string{"verify", "--mem", base.Memory}, "--snapshot is required"},
+		{[]string{"verify", "--snapshot", base.State, "--mem", base.Memory, "--restore-shape"}, "flag provided but not defined: -restore-shape"},
+		{[]string{"inspect"}, "usage: squibd snapshot create|load"},
+		{nil, "describe|verify|merge"},
+	} {
+		status, stdout, stderr := runSnapshot(t, c.args...)
+		if status != exitUsage || stdout != "" || !strings.Contains(stderr, c.msg) {
+			t.Errorf("%q: status %d, stdout %q, stderr %q; want status %d and %q", c.args, status, stdout, stderr, exitUsage, c.msg)
+		}
+	}
+	noOutput("command-line mistakes")
+
+	for _, what := range []string{"describe", "verify", "merge"} {
+		status, stdout, stderr := runSnapshot(t, what, "-h")
+		if status != exitOK || stdout != "" || !strings.HasPrefix(stderr, "usage: squibd snapshot "+what+" --snapshot ") {
+			t.Errorf("%s -h: status %d, stderr %q", what, status, stderr)
+		}
+	}
+}
