@@ -125,11 +125,12 @@ func TestExits(t *testing.T) {
 	}
 
 	// The guest now spins; a kick from another thread must end Run.
+	kicked := make(chan struct{})
 	go func() {
 		time.Sleep(200 * time.Millisecond)
+		close(kicked)
 		v.Kick()
 	}()
-	start := time.Now()
 	for {
 		e, err := v.Run()
 		if err != nil {
@@ -138,8 +139,10 @@ func TestExits(t *testing.T) {
 		if e.Kind != hv.ExitKicked {
 			t.Fatalf("spinning guest exited with %+v", e)
 		}
-		if time.Since(start) >= 200*time.Millisecond {
-			break // the kick, not an earlier preemption signal
+		select {
+		case <-kicked:
+			return // the kick, not an earlier preemption signal
+		default:
 		}
 	}
 }
