@@ -279,7 +279,7 @@ func (c *Controller) setState(v VM) error {
 		return nil
 	}
 	if c.pendingStart { // a loaded snapshot's first Resumed starts it
-		c.startLoaded()
+		c.startLoaded(time.Now())
 		return nil
 	}
 	op, metric, verb := c.m.Resume, "vmm_resume_vm", "resuming"
@@ -364,15 +364,24 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	go c.wait(c.m)
 	c.paused, c.pendingStart = true, true
 	if s.ResumeVM != nil && *s.ResumeVM {
-		c.startLoaded()
+		c.startLoaded(t)
 	}
 	return nil
 }
 
-// startLoaded lets a loaded snapshot run; c.mu is held.
-func (c *Controller) startLoaded() {
-	c.m.Start(c.opts.Input)
+// startLoaded lets a loaded snapshot run; c.mu is held. since is when the
+// load was asked for: the log says how long until vCPU 0 ran.
+func (c *Controller) startLoaded(since time.Time) {
+	m := c.m
+	m.Start(c.opts.Input)
 	c.paused, c.pendingStart = false, false
+	go func() {
+		select {
+		case <-m.Running():
+			c.Log().Info("restored microVM running", "since_request", time.Since(since))
+		case <-c.done:
+		}
+	}()
 }
 
 // writeMetrics writes a metrics line; c.mu is held and the microVM started.

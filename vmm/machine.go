@@ -56,6 +56,8 @@ type Machine struct {
 
 	endOnce  sync.Once
 	stopping chan struct{} // closed when the VM ends
+	firstRun sync.Once
+	running  chan struct{} // closed when vCPU 0 first enters the guest
 	outcome  Outcome
 	err      error
 
@@ -111,7 +113,7 @@ func New(h hv.Hypervisor, plan *Plan, console io.Writer, log *slog.Logger) (*Mac
 // the vCPU goroutines with their vCPUs created, then Ready. It owns ram from
 // the call on, releasing it on failure.
 func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log *slog.Logger) (_ *Machine, err error) {
-	m := &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), bus: bus{log: log},
+	m := &Machine{log: log, plan: plan, ram: ram, backend: h.Name(), stopping: make(chan struct{}), running: make(chan struct{}), bus: bus{log: log},
 		blockSize: snapshot.DefaultBlockSize()}
 	defer func() {
 		if err != nil {
@@ -224,6 +226,9 @@ func (m *Machine) Start(input io.Reader) {
 		}
 	}
 }
+
+// Running is closed when vCPU 0 first enters the guest.
+func (m *Machine) Running() <-chan struct{} { return m.running }
 
 // Pause stops every vCPU at its next exit and returns once all have stopped.
 func (m *Machine) Pause() error { return m.setPaused(true) }

@@ -99,6 +99,9 @@ func (m *Machine) runVCPU(c *vcpu, created chan<- error) {
 			continue
 		default:
 		}
+		if c.id == 0 {
+			m.firstRun.Do(func() { close(m.running) })
+		}
 		exit, err := v.Run()
 		if err == nil {
 			err = m.handleExit(c, &st, exit)
