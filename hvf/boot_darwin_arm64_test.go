@@ -107,23 +107,30 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// guestFiles reads the lab guest's Image and initrd.gz, or skips the test
+// if the environment does not name them.
+func guestFiles(t *testing.T) (kernel, initrd []byte) {
+	t.Helper()
+	ip, rp := os.Getenv("SQUIB_GUEST_IMAGE"), os.Getenv("SQUIB_GUEST_INITRD")
+	if ip == "" || rp == "" {
+		t.Skip("SQUIB_GUEST_IMAGE and SQUIB_GUEST_INITRD are unset: point them at the lab guest's Image and initrd.gz")
+	}
+	kernel, err := os.ReadFile(ip)
+	if err == nil {
+		initrd, err = os.ReadFile(rp)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kernel, initrd
+}
+
 // TestBoot boots the lab guest (lab/guest-init) through squib's core: with
 // one vCPU to a PSCI power-off, and with two, the secondary started by the
 // guest's PSCI CPU_ON.
 func TestBoot(t *testing.T) {
-	image, initrd := os.Getenv("SQUIB_GUEST_IMAGE"), os.Getenv("SQUIB_GUEST_INITRD")
-	if image == "" || initrd == "" {
-		t.Skip("SQUIB_GUEST_IMAGE and SQUIB_GUEST_INITRD are unset: point them at the lab guest's Image and initrd.gz")
-	}
+	kernel, rd := guestFiles(t)
 	h := openHVF(t)
-	kernel, err := os.ReadFile(image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := os.ReadFile(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct {
 		cpus int
 		test string

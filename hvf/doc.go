@@ -56,7 +56,10 @@
 // # Tests on a Mac
 //
 // The tests of pure logic run anywhere. boot_darwin_arm64_test.go boots the
-// lab guest through package vmm with 1 and 2 vCPUs; it needs the guest's
+// lab guest through package vmm with 1 and 2 vCPUs, and
+// snapshot_darwin_arm64_test.go runs the lab's snapshot scenarios (full and
+// diff snapshots of a running workload, merge, restore mapped and copied);
+// they need the guest's
 // Image and initrd.gz (lab/build-kernel.sh and lab/build-initrd.sh build
 // them on Debian or Ubuntu; copy them to the Mac) and a test binary signed
 // with the entitlement, which go test's -exec wrapper
