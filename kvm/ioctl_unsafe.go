@@ -31,24 +31,47 @@ var (
 	_ [unsafe.Sizeof(smcccFilter{}) - 24]byte
 )
 
-// ioctl issues an ioctl whose argument is an integer.
+// ioctl issues an ioctl whose argument is an integer. An ioctl a signal
+// interrupted (EINTR: the Go runtime preempts with SIGURG, and KVM's
+// ioctls are not restarted) is issued again; KVM_RUN uses enter instead.
 func ioctl(fd int, req, arg uintptr) (int, error) {
-	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
-	if e != 0 {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
 		return int(r), e
 	}
-	return int(r), nil
 }
 
-// ioctlPtr issues an ioctl whose argument points to *p.
+// enter issues KVM_RUN once: EINTR is its answer to a kick, not a
+// failure to retry.
+func enter(fd int) error {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), kvmRun, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// ioctlPtr issues an ioctl whose argument points to *p, again after EINTR
+// as ioctl does.
 // SAFETY: p is a live Go pointer for the duration of the call; the syscall
 // argument rule keeps it valid, and KVM does not retain it.
 func ioctlPtr[T any](fd int, req uintptr, p *T) (int, error) {
-	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(p)))
-	if e != 0 {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(p)))
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
 		return int(r), e
 	}
-	return int(r), nil
 }
 
 // addrOf pins *p and returns its address, for a struct field that carries

@@ -93,7 +93,7 @@ func (v *VCPU) settle() error {
 		return nil
 	}
 	setImmediateExit(v.run, true)
-	_, err := ioctl(v.fd, kvmRun, 0)
+	err := enter(v.fd)
 	setImmediateExit(v.run, false)
 	v.pending, v.mmioLen = false, 0
 	if err != nil && !errors.Is(err, unix.EINTR) {
@@ -105,7 +105,7 @@ func (v *VCPU) settle() error {
 // Run enters the guest and decodes the exit.
 func (v *VCPU) Run() (hv.Exit, error) {
 	v.mmioLen, v.pending = 0, false
-	if _, err := ioctl(v.fd, kvmRun, 0); err != nil {
+	if err := enter(v.fd); err != nil {
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			setImmediateExit(v.run, false)
 			return hv.Exit{Kind: hv.ExitKicked}, nil
