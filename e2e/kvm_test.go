@@ -28,7 +28,7 @@ func TestKVMBackend(t *testing.T) {
 			Commands: []lab.Command{{Name: "kvm-tests", Args: []string{"/kvm.test", "-test.v", "-test.count=1"}}}})[0]
 		passed := true
 		for _, name := range []string{"TestExits", "TestPowerOnResets", "TestStateSaveRestore", "TestGICTwoVCPUs",
-			"TestRestoreGICRefuses", "TestDirtyTracking"} {
+			"TestRestoreGICRefuses", "TestDirtyTracking", "TestVCPUsInOrder"} {
 			passed = passed && strings.Contains(r.Output, "--- PASS: "+name+" ")
 		}
 		if r.ExitCode != 0 || !passed || strings.Contains(r.Output, "SKIP") {

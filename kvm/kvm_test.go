@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,4 +190,23 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := h.NewVM(hv.Config{VCPUs: h.MaxVCPUs() + 1}); err == nil {
 		t.Error("NewVM accepted more vCPUs than the limit")
 	}
+}
+
+// TestVCPUsInOrder: vCPUs are created in index order, because KVM gives
+// out redistributor frames in creation order; any other order is refused.
+func TestVCPUsInOrder(t *testing.T) {
+	vm, ram := newTestVM(t)
+	defer ram.Close()
+	defer vm.Close()
+	if v, err := vm.NewVCPU(1); err == nil || !strings.Contains(err.Error(), "out of order") {
+		if v != nil {
+			v.Close()
+		}
+		t.Fatalf("NewVCPU(1) before vCPU 0: %v, want an out-of-order error", err)
+	}
+	v, err := vm.NewVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
 }

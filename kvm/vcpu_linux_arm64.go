@@ -29,7 +29,16 @@ type VCPU struct {
 }
 
 // NewVCPU creates and initializes vCPU id on the calling (locked) thread.
+// vCPUs must be created in index order: KVM hands out the redistributor
+// frames in creation order, and a restored guest finds its own where the
+// saved VM had it.
 func (vm *VM) NewVCPU(id int) (hv.VCPU, error) {
+	vm.mu.Lock()
+	next := vm.vcpus
+	vm.mu.Unlock()
+	if id != next {
+		return nil, fmt.Errorf("vCPU %d created out of order (vCPU %d is next): KVM assigns redistributors in creation order", id, next)
+	}
 	fd, err := ioctl(vm.fd, kvmCreateVCPU, uintptr(id))
 	if err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VCPU %d: %w", id, err)

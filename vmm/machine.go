@@ -149,19 +149,18 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 	m.bus.add(UARTBase, pl011.Size, "pl011", m.uart)
 	m.bus.add(RTCBase, pl031.Size, "pl031", m.rtc)
 
-	created := make(chan error, plan.VCPUs)
+	// One at a time, in index order: KVM gives the redistributor frames
+	// out in creation order, and a guest restored into a VM whose frames
+	// moved would program another vCPU's.
+	created := make(chan error, 1)
 	for i := range plan.VCPUs {
 		c := &vcpu{id: i, cmds: make(chan command, 4), wake: make(chan struct{}, 1)}
 		m.vcpus = append(m.vcpus, c)
 		m.wg.Add(1)
 		go m.runVCPU(c, created)
-	}
-	var errs []error
-	for range plan.VCPUs {
-		errs = append(errs, <-created)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		if err := <-created; err != nil {
+			return nil, err
+		}
 	}
 	if err := m.vm.Ready(); err != nil {
 		return nil, err
