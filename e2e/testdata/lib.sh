@@ -1,0 +1,96 @@
+# Shell helpers for the lab's snapshot scenarios, sourced by each in L1.
+# Every squibd NAME listens on /tmp/NAME.sock, writes its console and log to
+# /tmp/NAME.out and reads console input from the FIFO /tmp/NAME.in.
+
+# Every background process, killed when the scenario exits: any left would
+# hold the harness's output pipe open.
+bg=
+trap 'kill $bg 2>/dev/null' EXIT
+
+# vmconfig FILE VCPUS [TRACK_DIRTY] [MEM_MIB]: a --config-file booting the
+# guest's snapshot workload.
+vmconfig() {
+	printf '{"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
+  "boot_args": "console=ttyAMA0 panic=-1 squib.test=workload"},
+ "machine-config": {"vcpu_count": %d, "mem_size_mib": %d, "track_dirty_pages": %s}}\n' \
+		"$2" "${4:-128}" "${3:-false}" >"$1"
+}
+
+# waitfor PATTERN FILE [SECONDS]: wait (default 120 s) until a line of FILE
+# matches the extended regexp PATTERN.
+waitfor() {
+	local i=0
+	until grep -Eq "$1" "$2" || [ $i -ge $((${3:-120} * 10)) ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	grep -Eq "$1" "$2"
+}
+
+# start NAME [ARGS...]: start squibd NAME with ARGS; $pid_NAME is its PID.
+start() {
+	local name=$1
+	shift
+	rm -f /tmp/$name.sock /tmp/$name.in
+	mkfifo /tmp/$name.in
+	/squibd --api-sock /tmp/$name.sock "$@" </tmp/$name.in >/tmp/$name.out 2>&1 &
+	eval "pid_$name=$!"
+	bg="$bg $!"
+	sleep 1000000 </dev/null >/tmp/$name.in 2>/dev/null & # holds the FIFO open between inputs
+	bg="$bg $!"
+	local i=0
+	until [ -S /tmp/$name.sock ] || [ $i -ge 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# say NAME TEXT: type TEXT and Enter on NAME's console.
+say() { echo "$2" >/tmp/$1.in; }
+
+# counter NAME: the last counter value NAME's guest printed.
+counter() { grep -o 'SQUIB-GUEST-COUNTER=[0-9]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
+
+# pattern NAME: the last pattern checksum NAME's guest announced.
+pattern() { grep -o 'SQUIB-GUEST-PATTERN=[0-9a-f]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
+
+# sums NAME FROM: the checksums on NAME's counter lines numbered FROM on.
+sums() {
+	grep -Eo 'SQUIB-GUEST-COUNTER=[0-9]+ .*SUM=[0-9a-f]+' /tmp/$1.out |
+		awk -v from="$2" -F'[= ]' '$2 >= from { print $NF }' | sort -u
+}
+
+# fail CODE NAME...: print the named squibds' output and exit with CODE.
+fail() {
+	code=$1
+	shift
+	for n in "$@"; do
+		echo "--- /tmp/$n.out"
+		tail -40 /tmp/$n.out
+	done
+	exit "$code"
+}
+
+# waitn PATTERN FILE N: wait (up to 120 s) until N lines of FILE match PATTERN.
+waitn() {
+	local i=0
+	until [ "$(grep -Ec "$1" "$2")" -ge "$3" ] || [ $i -ge 1200 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ "$(grep -Ec "$1" "$2")" -ge "$3" ]
+}
+
+# dirty NAME MIB K: make NAME's guest rewrite MIB MiB of its pattern, the
+# K-th pattern it announces, and print one more counter line after.
+dirty() {
+	say $1 "dirty $2"
+	waitn 'SQUIB-GUEST-PATTERN=' /tmp/$1.out $3 || fail 30 $1
+	waitfor "SQUIB-GUEST-COUNTER=$(($(counter $1) + 1)) " /tmp/$1.out || fail 31 $1
+}
+
+# blocks NAME: "data_blocks=N allocated=BYTES" of /tmp/NAME.mem, verified.
+blocks() {
+	/squibd snapshot verify --snapshot /tmp/$1.state --mem /tmp/$1.mem --json | tr ',{}' '\n\n\n' |
+		awk -F: '/"data_blocks"/ {d=$2} /"allocated_bytes"/ {a=$2} END {print "data_blocks=" d " allocated=" a}'
+}

@@ -1,0 +1,54 @@
+# PSCI on restore, 2 vCPUs. Snapshot s1 has CPU 1 online: restored with
+# --vcpu-power saved (b) both vCPUs run on; restored with boot_vcpu (c) only
+# vCPU 0 does, and what the guest makes of its lost CPU is reported.
+# Snapshot s2 is taken after the guest took CPU 1 offline (PSCI CPU_OFF):
+# restored with boot_vcpu (e) the guest continues and brings CPU 1 back
+# with PSCI CPU_ON.
+. /e2e/lib.sh
+vmconfig /tmp/p.json 2
+state() { /squibd status --socket /tmp/$1.sock | awk '/^state:/ {print $2}'; }
+cpus() { grep -o 'CPUS=[0-9,-]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
+
+start a --config-file /tmp/p.json
+waitfor 'SQUIB-GUEST-COUNTER=3 CPUS=0-1 ' /tmp/a.out || fail 40 a
+/squibd pause --socket /tmp/a.sock >/dev/null || fail 41 a
+/squibd snapshot create --socket /tmp/a.sock --snapshot /tmp/s1.state --mem /tmp/s1.mem >/dev/null || fail 42 a
+kill -9 $pid_a
+n=$(counter a)
+/squibd snapshot describe --snapshot /tmp/s1.state --restore-shape | grep -i -A3 'restore' | sed 's/^/S1-SHAPE /'
+
+start b
+/squibd snapshot load --socket /tmp/b.sock --snapshot /tmp/s1.state --mem /tmp/s1.mem --vcpu-power saved --resume >/dev/null || fail 43 b
+waitfor "SQUIB-GUEST-COUNTER=$((n + 3)) " /tmp/b.out || fail 44 b
+say b "cpu1 0"
+waitfor 'SQUIB-GUEST-CPU1=0' /tmp/b.out || fail 45 b
+say b "cpu1 1"
+waitfor 'SQUIB-GUEST-CPU1=1' /tmp/b.out || fail 46 b
+waitfor "SQUIB-GUEST-COUNTER=$(($(counter b) + 1)) CPUS=0-1 " /tmp/b.out || fail 47 b
+echo "SAVED from=$n last=$(counter b) cpus=$(cpus b) state=$(state b)"
+kill $pid_b
+
+start c
+/squibd snapshot load --socket /tmp/c.sock --snapshot /tmp/s1.state --mem /tmp/s1.mem --resume >/dev/null || fail 48 c
+waitfor "SQUIB-GUEST-COUNTER=$((n + 3)) " /tmp/c.out 90
+echo "BSP-ONLINE from=$n last=$(counter c) cpus=$(cpus c) state=$(state c)" \
+	"stalls=$(grep -c -i 'stall' /tmp/c.out) oops=$(grep -c -i -E 'oops|panic|BUG' /tmp/c.out)"
+grep -v '^time=' /tmp/c.out | tail -5 | sed 's/^/BSP-ONLINE-LOG /'
+kill $pid_c
+
+start d --config-file /tmp/p.json
+waitfor 'SQUIB-GUEST-COUNTER=2 ' /tmp/d.out || fail 50 d
+say d "cpu1 0"
+waitfor 'SQUIB-GUEST-CPU1=0' /tmp/d.out || fail 51 d
+waitfor "SQUIB-GUEST-COUNTER=$(($(counter d) + 1)) CPUS=0 " /tmp/d.out || fail 52 d
+/squibd pause --socket /tmp/d.sock >/dev/null || fail 53 d
+/squibd snapshot create --socket /tmp/d.sock --snapshot /tmp/s2.state --mem /tmp/s2.mem >/dev/null || fail 54 d
+kill -9 $pid_d
+n=$(counter d)
+start e
+/squibd snapshot load --socket /tmp/e.sock --snapshot /tmp/s2.state --mem /tmp/s2.mem --resume >/dev/null || fail 55 e
+waitfor "SQUIB-GUEST-COUNTER=$((n + 2)) CPUS=0 " /tmp/e.out || fail 56 e
+say e "cpu1 1"
+waitfor 'SQUIB-GUEST-CPU1=1' /tmp/e.out || fail 57 e
+waitfor "SQUIB-GUEST-COUNTER=$(($(counter e) + 1)) CPUS=0-1 " /tmp/e.out || fail 58 e
+echo "BSP-OFFLINE from=$n last=$(counter e) cpus=$(cpus e) state=$(state e)"
