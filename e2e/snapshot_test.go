@@ -179,7 +179,7 @@ func checkDiff(t *testing.T, out string) {
 func checkBadInput(t *testing.T, out string) {
 	for name, want := range map[string]string{
 		"truncate": "truncated", "flip": "checksum", "version": "format 2.0", "arch": "riscv64",
-		"backend": "backend", "pagesize": "pages", "missing-memory": "no such file",
+		"backend": "backend", "pagesize": "-byte pages", "missing-memory": "no such file",
 		"wrong-memory": "memory file", "diff-as-memory": "memory file", "short-memory": "memory file",
 	} {
 		f := fields(out, "BAD "+name)

@@ -158,11 +158,11 @@ func mangle(kind string, b []byte) ([]byte, error) {
 		} else {
 			h[uint64(keyBackend)] = "kvm"
 		}
-	case "pagesize":
-		if h[uint64(keyPageSize)] == uint64(65536) {
-			h[uint64(keyPageSize)] = uint64(4096)
+	case "pagesize": // the other page size of the lab, which the 16 KiB blocks suit
+		if h[uint64(keyPageSize)] == uint64(4096) {
+			h[uint64(keyPageSize)] = uint64(16384)
 		} else {
-			h[uint64(keyPageSize)] = uint64(65536)
+			h[uint64(keyPageSize)] = uint64(4096)
 		}
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)

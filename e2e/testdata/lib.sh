@@ -36,7 +36,7 @@ start() {
 	/squibd --api-sock /tmp/$name.sock "$@" </tmp/$name.in >/tmp/$name.out 2>&1 &
 	eval "pid_$name=$!"
 	bg="$bg $!"
-	sleep 1000000 </dev/null >/tmp/$name.in 2>/dev/null & # holds the FIFO open between inputs
+	sleep 1000000 </dev/null 2>/dev/null >/tmp/$name.in & # holds the FIFO open between inputs
 	bg="$bg $!"
 	local i=0
 	until [ -S /tmp/$name.sock ] || [ $i -ge 100 ]; do
