@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -39,13 +41,75 @@ func waitConsole(t *testing.T, console *syncBuffer, re *regexp.Regexp, n int) []
 	return nil
 }
 
+// Environment of a clone process (TestClone, run by runClones).
+const (
+	cloneState = "SQUIB_CLONE_STATE"
+	cloneMem   = "SQUIB_CLONE_MEM"
+)
+
+// runClones restores snapshot f in two processes side by side (a process
+// holds one VM): each is this signed test binary running TestClone, both
+// started before either is waited for. Both must continue the counter
+// from from with the memory pattern intact.
+func runClones(t *testing.T, f snapshot.Files, from int, pattern string) {
+	var outs [2]bytes.Buffer
+	var cmds [2]*exec.Cmd
+	for i := range cmds {
+		cmds[i] = exec.Command(os.Args[0], "-test.run=^TestClone$", "-test.v")
+		cmds[i].Env = append(os.Environ(), cloneState+"="+f.State, cloneMem+"="+f.Memory)
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
+		if err := cmds[i].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Errorf("clone %d: %v\n%s", i, err, outs[i].String())
+		}
+	}
+	for i := range outs {
+		got := counterRE.FindAllStringSubmatch(outs[i].String(), -1)
+		if len(got) < 3 {
+			t.Fatalf("clone %d printed %d counter lines:\n%s", i, len(got), outs[i].String())
+		}
+		for j, c := range got[:3] {
+			if n, _ := strconv.Atoi(c[1]); n != from+1+j || c[2] != pattern {
+				t.Errorf("clone %d line %d: %q; want counter %d with checksum %s", i, j, c[0], from+1+j, pattern)
+			}
+		}
+	}
+}
+
+// TestClone is one clone of runClones: it restores the snapshot the
+// environment names, lets it run for 6 counter lines, and prints its
+// console. Without the environment it skips.
+func TestClone(t *testing.T) {
+	st, mem := os.Getenv(cloneState), os.Getenv(cloneMem)
+	if st == "" || mem == "" {
+		t.Skip("runs as a clone process of TestSnapshotScenarios")
+	}
+	h := openHVF(t)
+	var console syncBuffer
+	m, err := vmm.Restore(h, snapshot.Files{State: st, Memory: mem}, vmm.RestoreOptions{}, &console,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(nil)
+	waitConsole(t, &console, counterRE, 6)
+	m.Stop()
+	m.Wait()
+	fmt.Print(console.String())
+}
+
 // TestSnapshotScenarios runs the lab's snapshot scenarios on
 // Hypervisor.framework with the lab guest's workload (lab/guest-init):
 // a full snapshot and a diff of a running guest (dirty pages tracked by
 // write protection), merged into the same RAM as a full snapshot taken at
 // the diff's moment; that snapshot restored, mapped copy-on-write and
 // copied in, continues the counter with its memory pattern intact (one
-// VM per process, so the restores run one after the other).
+// VM per process, so these restores run one after the other), and two
+// clone processes restore it side by side.
 func TestSnapshotScenarios(t *testing.T) {
 	kernel, rd := guestFiles(t)
 	h := openHVF(t)
@@ -108,6 +172,8 @@ func TestSnapshotScenarios(t *testing.T) {
 	if !bytes.Equal(merged, ref) {
 		t.Error("base + diff merged differ from a full snapshot taken at the diff's moment")
 	}
+
+	t.Run("clones", func(t *testing.T) { runClones(t, files("ref"), from, pattern) })
 
 	for _, copyIn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("restore-copy=%v", copyIn), func(t *testing.T) {
