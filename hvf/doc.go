@@ -59,9 +59,8 @@
 // lab guest through package vmm with 1 and 2 vCPUs, and
 // snapshot_darwin_arm64_test.go runs the lab's snapshot scenarios (full and
 // diff snapshots of a running workload, merge, restore mapped and copied,
-// two clone processes side by side);
-// they need the guest's
-// Image and initrd.gz (lab/build-kernel.sh and lab/build-initrd.sh build
+// two clone processes side by side); they need the guest's Image and
+// initrd.gz (lab/build-kernel.sh and lab/build-initrd.sh build
 // them on Debian or Ubuntu; copy them to the Mac) and a test binary signed
 // with the entitlement, which go test's -exec wrapper
 // testdata/codesign-exec.sh takes care of. From the repository root:
