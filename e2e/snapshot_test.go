@@ -29,7 +29,7 @@ func TestSnapshot(t *testing.T) {
 			for _, s := range scripts {
 				cmds = append(cmds, lab.Command{Name: s, Args: []string{"/bin/sh", "/e2e/" + s + ".sh"}})
 			}
-			rs := lab.Run(t, lab.Options{PageSize: ps, Files: files, Commands: cmds, Timeout: 25 * time.Minute})
+			rs := lab.Run(t, lab.Options{PageSize: ps, Files: files, Commands: cmds, Timeout: 12 * time.Minute})
 			for i, check := range []func(*testing.T, string){checkRestore, checkDiff, checkBadInput, checkPSCI} {
 				t.Run(scripts[i], func(t *testing.T) {
 					if rs[i].ExitCode != 0 {
