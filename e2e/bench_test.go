@@ -132,12 +132,18 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			kind, _, _ := strings.Cut(line, " ")
 			f := fields(line, kind)
 			mib, _ := strconv.Atoi(f["mib"])
+			ms := func(key string) float64 {
+				d, err := time.ParseDuration(f[key])
+				if err != nil {
+					b.Fatalf("%s in %q\n%s", key, line, r.Output)
+				}
+				return float64(d) / float64(time.Millisecond)
+			}
 			switch kind {
 			case "RESTORE":
-				restore[mib] = append(restore[mib], ms(b, f["to_vcpu0"]))
+				restore[mib] = append(restore[mib], ms("to_vcpu0"))
 			case "CREATE":
-				took := ms(b, f["took"])
-				seq := ms(b, f["seqwrite"])
+				took, seq := ms("took"), ms("seqwrite")
 				alloc, nonzero := num(f["allocated"]), num(f["nonzero"])
 				b.Logf("create, %5d MiB guest: %.1f MiB written for %.1f MiB of non-zero guest pages (%.3fx) in %.0f ms; "+
 					"a plain sequential write of as much took %.0f ms (throughput %.2fx of it)",
@@ -145,7 +151,7 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			case "DIFF":
 				data := num(f["data_blocks"]) * num(f["block_size"])
 				b.Logf("diff,   %5d MiB guest: guest rewrote %.0f MiB, the diff holds %.2f MiB (%d blocks), written in %.0f ms",
-					mib, num(f["dirtied"])/(1<<20), data/(1<<20), int(num(f["data_blocks"])), ms(b, f["took"]))
+					mib, num(f["dirtied"])/(1<<20), data/(1<<20), int(num(f["data_blocks"])), ms("took"))
 			}
 		}
 		for _, s := range sizes {
@@ -157,15 +163,6 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			b.ReportMetric(median(restore[s]), fmt.Sprintf("ms-restore-%dM", s))
 		}
 	}
-}
-
-// ms parses a Go duration as milliseconds, failing b if it is not one.
-func ms(b *testing.B, s string) float64 {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		b.Fatalf("duration %q: %v", s, err)
-	}
-	return float64(d) / float64(time.Millisecond)
 }
 
 func num(s string) float64 {
