@@ -96,7 +96,7 @@ func fields(out, prefix string) map[string]string {
 // markerLine matches the lines the scenarios print for the test to read.
 var markerLine = regexp.MustCompile(`(?m)^[A-Z][A-Z0-9-]+ .*$`)
 
-var keyRE = regexp.MustCompile(`(?:^| )([a-z][a-z_-]*)=`)
+var keyRE = regexp.MustCompile(`(?:^| )([a-z][a-z0-9_-]*)=`)
 
 // counters parses "n1,n2,...," into numbers.
 func counters(s string) []int {
