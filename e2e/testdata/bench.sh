@@ -33,7 +33,7 @@ for mib in "$@"; do
 				awk -F: '/"data_blocks"/ {d=$2} /"block_size"/ {b=$2} END {print "data_blocks=" d " block_size=" b}')"
 	done
 	kill -9 $pid_a
-	for i in 1 2 3; do
+	for i in 1 2 3 4 5; do
 		start b --level Info
 		/squibd snapshot load --socket /tmp/b.sock --snapshot /tmp/bench.state --mem /tmp/bench.mem --resume >/dev/null || fail 77 b
 		waitfor 'restored microVM running' /tmp/b.out || fail 78 b
