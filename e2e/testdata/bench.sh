@@ -1,9 +1,9 @@
 # Snapshot figures, for BenchmarkSnapshotLab. For each guest memory size
 # given (MiB): boot the workload guest, snapshot it (create time from
 # squibd's log, bytes written, non-zero guest bytes, and a plain sequential
-# write of as many bytes for comparison), restore it (load request to vCPU
-# 0 running, from squibd's log), then dirty 1, 2 and 4 MiB with a diff
-# snapshot after each and report its data.
+# write of as many bytes for comparison), let it rewrite 1, 2 and 4 MiB
+# with a diff snapshot after each (its data blocks), then restore the full
+# snapshot 5 times (load request to vCPU 0 running, from squibd's log).
 . /e2e/lib.sh
 took() { # took FILE MESSAGE KEY: the duration KEY on FILE's last MESSAGE line
 	grep "msg=\"$2\"" "$1" | tail -1 | grep -o "$3=[^ ]*" | cut -d= -f2
