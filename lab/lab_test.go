@@ -92,3 +92,41 @@ SQUIB-L1-DONE
 		}
 	}
 }
+
+// TestLockupWatch: the L1 kernel's timestamped lockup reports close the
+// watcher's lockup channel, however the console is split into writes; a
+// guest's messages (no timestamps) and ordinary L1 lines do not.
+func TestLockupWatch(t *testing.T) {
+	quiet := "SQUIB-L1-BEGIN 0 restore\nrcu: INFO: rcu_sched detected stalls on CPUs/tasks:\n[    2.1] NET: Registered PF_VSOCK\n"
+	stall := "[   23.822980] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:\n"
+	for name, c := range map[string]struct {
+		console string
+		want    bool
+	}{
+		"guest and L1 chatter": {quiet, false},
+		"L1 rcu stall":         {quiet + stall, true},
+		"L1 hard lockup":       {quiet + "[   34.077724] watchdog: Watchdog detected hard LOCKUP on cpu 1\n", true},
+	} {
+		for _, chunk := range []int{1, 7, 4096} {
+			w := &watcher{lockup: make(chan struct{})}
+			for s := c.console; s != ""; {
+				n := min(chunk, len(s))
+				w.Write([]byte(s[:n]))
+				s = s[n:]
+			}
+			select {
+			case <-w.lockup:
+				if !c.want {
+					t.Errorf("%s, %d-byte writes: lockup reported", name, chunk)
+				}
+			default:
+				if c.want {
+					t.Errorf("%s, %d-byte writes: lockup missed", name, chunk)
+				}
+			}
+			if w.String() != c.console {
+				t.Errorf("%s: console not kept whole", name)
+			}
+		}
+	}
+}

@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,11 +108,47 @@ func Run(t testing.TB, opts Options) []Result {
 		t.Fatalf("lab: %v", err)
 	}
 
-	var console strings.Builder
-	var w io.Writer = &console
-	if opts.Log != nil {
-		w = io.MultiWriter(&console, opts.Log)
+	console, took, err := boot(opts, dir)
+	if errors.Is(err, errL1Lockup) {
+		// The emulated host wedged (QEMU TCG running nested KVM does, now
+		// and then): not squibd's doing, so give the scenario one more L1.
+		t.Logf("lab: the L1 kernel locked up (an emulation fault, not the scenario's); booting L1 again:\n%s", lockupLines(console))
+		console, took, err = boot(opts, dir)
 	}
+	switch {
+	case errors.Is(err, errL1Lockup):
+		t.Fatalf("lab: the L1 kernel locked up twice; console tail:\n%s", tail(console))
+	case errors.Is(err, errTimeout):
+		t.Fatalf("lab: L1 run timed out after %s; console tail:\n%s", opts.Timeout, tail(console))
+	case err != nil:
+		t.Fatalf("lab: boot-l1.sh: %v; console tail:\n%s", err, tail(console))
+	}
+	results, err := parse(console, opts.Commands, opts.PageSize)
+	if err != nil {
+		t.Fatalf("lab: %v; console tail:\n%s", err, tail(console))
+	}
+	t.Logf("lab: L1 (%d KiB pages) ran %d commands in %s", opts.PageSize, len(results), took)
+	return results
+}
+
+var (
+	errTimeout  = errors.New("timed out")
+	errL1Lockup = errors.New("the L1 kernel locked up")
+)
+
+// l1Lockup matches the L1 kernel's own reports of a wedged CPU. Only L1's
+// kernel prints timestamps on the console: the lab's guest kernel has no
+// PRINTK_TIME, so its messages, which scenarios may print, never match.
+var l1Lockup = regexp.MustCompile(`(?m)^\[\s*\d+\.\d+\] (rcu: INFO: rcu_\w+ detected stalls|watchdog: Watchdog detected hard LOCKUP|watchdog: BUG: soft lockup)`)
+
+func lockupLines(console string) string {
+	return strings.Join(l1Lockup.FindAllString(console, 3), "\n")
+}
+
+// boot runs one L1 with the scenario in dir and returns its console. It
+// stops L1 at once, with errL1Lockup, when L1's kernel reports a lockup.
+func boot(opts Options, dir string) (string, time.Duration, error) {
+	w := &watcher{log: opts.Log, lockup: make(chan struct{})}
 	// boot-l1.sh's own timeout stops QEMU; the context is a backstop
 	// that kills the whole process group.
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout+time.Minute)
@@ -122,22 +160,60 @@ func Run(t testing.TB, opts Options) []Result {
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	start := time.Now()
-	err = cmd.Run()
-	took := time.Since(start).Round(100 * time.Millisecond)
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) && exit.ExitCode() == 124 || ctx.Err() != nil {
-			t.Fatalf("lab: L1 run timed out after %s; console tail:\n%s", opts.Timeout, tail(console.String()))
+	go func() {
+		select {
+		case <-w.lockup:
+			cancel()
+		case <-ctx.Done():
 		}
-		t.Fatalf("lab: boot-l1.sh: %v; console tail:\n%s", err, tail(console.String()))
+	}()
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start).Round(100 * time.Millisecond)
+	console := w.String()
+	var exit *exec.ExitError
+	switch {
+	case l1Lockup.MatchString(console):
+		return console, took, errL1Lockup
+	case err != nil && (errors.As(err, &exit) && exit.ExitCode() == 124 || ctx.Err() != nil):
+		return console, took, errTimeout
 	}
-	results, err := parse(console.String(), opts.Commands, opts.PageSize)
-	if err != nil {
-		t.Fatalf("lab: %v; console tail:\n%s", err, tail(console.String()))
+	return console, took, err
+}
+
+// watcher collects the console, copies it to log if set, and closes lockup
+// once L1's kernel reports a lockup.
+type watcher struct {
+	mu      sync.Mutex
+	console strings.Builder
+	log     io.Writer
+	lockup  chan struct{}
+	closed  bool
+	checked int // console bytes already searched, up to a line start
+}
+
+func (w *watcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.console.Write(p)
+	if w.log != nil {
+		w.log.Write(p)
 	}
-	t.Logf("lab: L1 (%d KiB pages) ran %d commands in %s", opts.PageSize, len(results), took)
-	return results
+	s := w.console.String()
+	if end := strings.LastIndexByte(s, '\n'); end >= w.checked {
+		if !w.closed && l1Lockup.MatchString(s[w.checked:end+1]) {
+			w.closed = true
+			close(w.lockup)
+		}
+		w.checked = end + 1
+	}
+	return len(p), nil
+}
+
+func (w *watcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.console.String()
 }
 
 // writeScenario returns the scenario.sh that runs cmds through l1-init's
