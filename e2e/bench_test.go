@@ -127,7 +127,8 @@ func BenchmarkSnapshotLab(b *testing.B) {
 		if r.ExitCode != 0 {
 			b.Fatalf("bench.sh exited %d\n%s", r.ExitCode, r.Output)
 		}
-		restore := map[int][]float64{}
+		// go test keeps 10 lines of a benchmark's log: one per size.
+		restore, lines := map[int][]float64{}, map[int][]string{}
 		for _, line := range strings.Split(r.Output, "\n") {
 			kind, _, _ := strings.Cut(line, " ")
 			f := fields(line, kind)
@@ -145,21 +146,20 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			case "CREATE":
 				took, seq := ms("took"), ms("seqwrite")
 				alloc, nonzero := num(f["allocated"]), num(f["nonzero"])
-				b.Logf("create, %5d MiB guest: %.1f MiB written for %.1f MiB of non-zero guest pages (%.3fx) in %.0f ms; "+
-					"a plain sequential write of as much took %.0f ms (throughput %.2fx of it)",
-					mib, alloc/(1<<20), nonzero/(1<<20), alloc/nonzero, took, seq, seq/took)
+				lines[mib] = append(lines[mib], fmt.Sprintf("full snapshot %.1f MiB written for %.1f MiB non-zero (%.3fx) in %.0f ms, "+
+					"a plain write of as much %.0f ms (throughput %.2fx)", alloc/(1<<20), nonzero/(1<<20), alloc/nonzero, took, seq, seq/took))
 			case "DIFF":
 				data := num(f["data_blocks"]) * num(f["block_size"])
-				b.Logf("diff,   %5d MiB guest: guest rewrote %.0f MiB, the diff holds %.2f MiB (%d blocks), written in %.0f ms",
-					mib, num(f["dirtied"])/(1<<20), data/(1<<20), int(num(f["data_blocks"])), ms("took"))
+				lines[mib] = append(lines[mib], fmt.Sprintf("diff after rewriting %.0f MiB: %.2f MiB (%d blocks) in %.0f ms",
+					num(f["dirtied"])/(1<<20), data/(1<<20), int(num(f["data_blocks"])), ms("took")))
 			}
 		}
 		for _, s := range sizes {
 			if len(restore[s]) == 0 {
 				b.Fatalf("no restore figures for %d MiB\n%s", s, r.Output)
 			}
-			b.Logf("restore, %4d MiB guest: load request -> vCPU 0 running, median of %d %.1f ms; %.2fx the 256 MiB figure",
-				s, len(restore[s]), median(restore[s]), median(restore[s])/median(restore[sizes[0]]))
+			b.Logf("%4d MiB guest: restore (load request -> vCPU 0 running) median of %d %.1f ms, %.2fx the 256 MiB figure, runs %.0f ms; %s",
+				s, len(restore[s]), median(restore[s]), median(restore[s])/median(restore[sizes[0]]), restore[s], strings.Join(lines[s], "; "))
 			b.ReportMetric(median(restore[s]), fmt.Sprintf("ms-restore-%dM", s))
 		}
 	}
