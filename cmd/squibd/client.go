@@ -50,16 +50,12 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 			fs.BoolVar(&track, "track-dirty-pages", false, "track the guest's writes, for diff snapshots of the restored microVM")
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, nil
-		}
-		return 0, usageError{err.Error()}
+	if err := parseFlags(fs, args); errors.Is(err, flag.ErrHelp) {
+		return exitOK, nil
+	} else if err != nil {
+		return 0, err
 	}
-	switch {
-	case fs.NArg() > 0:
-		return 0, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	case *socket == "":
+	if *socket == "" {
 		return 0, usageError{"--socket is required"}
 	}
 

@@ -36,14 +36,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.console, "console", "stdio", "where the guest console goes: stdio, or file:`PATH`")
 	fs.StringVar(&f.dumpDTB, "dump-dtb", "", "write the device tree squibd would boot with to `PATH` and exit")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelWarn, "log `level`: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	if f.kernel == "" {
 		return nil, usageError{"--kernel is required"}

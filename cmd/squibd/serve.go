@@ -40,15 +40,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 		f.level, err = api.ParseLevel(s)
 		return err
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	case f.noAPI && f.configFile == "":
 		return nil, usageError{"--no-api needs --config-file"}
 	case !f.noAPI && f.sock == "":

@@ -58,15 +58,12 @@ func snapshotFileCmd(what string, args []string, stdout, stderr io.Writer) (int,
 		fs.StringVar(&outState, "out-snapshot", "", "state `file` of the merged snapshot to write")
 		fs.StringVar(&outMem, "out-mem", "", "memory `file` of the merged snapshot to write")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, nil
-		}
-		return 0, usageError{err.Error()}
+	if err := parseFlags(fs, args); errors.Is(err, flag.ErrHelp) {
+		return exitOK, nil
+	} else if err != nil {
+		return 0, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return 0, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	case state == "":
 		return 0, usageError{"--snapshot is required"}
 	case what != "describe" && mem == "":
