@@ -56,8 +56,7 @@ type Machine struct {
 
 	endOnce  sync.Once
 	stopping chan struct{} // closed when the VM ends
-	firstRun sync.Once
-	running  chan struct{} // closed when vCPU 0 first enters the guest
+	running  chan struct{} // closed by vCPU 0's goroutine when it first enters the guest
 	outcome  Outcome
 	err      error
 

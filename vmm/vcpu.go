@@ -61,6 +61,7 @@ func (c *vcpu) close() {
 type vcpuState struct {
 	running bool // powered on (PSCI) and started
 	paused  bool
+	entered bool // has entered the guest (vCPU 0 then closes Machine.running)
 }
 
 // runVCPU is the life of one vCPU: created, run and destroyed on one OS
@@ -99,8 +100,9 @@ func (m *Machine) runVCPU(c *vcpu, created chan<- error) {
 			continue
 		default:
 		}
-		if c.id == 0 {
-			m.firstRun.Do(func() { close(m.running) })
+		if c.id == 0 && !st.entered {
+			st.entered = true
+			close(m.running)
 		}
 		exit, err := v.Run()
 		if err == nil {
