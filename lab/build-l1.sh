@@ -12,8 +12,16 @@
 . "$(dirname "$0")/lib.sh"
 
 # The L1 kernel: Debian's own 6.12 arm64 build (KVM built in), from
-# bookworm-backports. Bump together with the backports archive.
-l1_kernel=6.12.95+deb12
+# bookworm-backports or bookworm-security. Debian keeps only the last few
+# builds there, so the newest one apt knows in both page sizes is used (the
+# cache keeps the one already fetched until the archive moves on).
+l1_kernel=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-arm64-16k-unsigned$' |
+	sed -n 's/^linux-image-\(6\.12\.[0-9]*+deb12\)-arm64-16k-unsigned .*/\1/p' |
+	while read -r v; do
+		apt-cache show --no-all-versions "linux-image-$v-arm64-unsigned:arm64" >/dev/null 2>&1 && echo "$v"
+	done | sort -V | tail -n 1)
+[ -n "$l1_kernel" ] || die "no Debian linux-image-6.12 arm64 kernel in both page sizes known to apt (run lab/setup.sh)"
+log "L1 kernel: Debian $l1_kernel"
 
 k4=$(deb "linux-image-$l1_kernel-arm64-unsigned" './boot/vmlinuz-*')
 k16=$(deb "linux-image-$l1_kernel-arm64-16k-unsigned" './boot/vmlinuz-*')
