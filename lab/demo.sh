@@ -30,6 +30,7 @@ shift $((OPTIND - 1))
 test=${1:-snapshot}
 case $test in *[!a-z0-9_]* | '') usage ;; esac
 
+. "$lab/go-env.sh"
 "$lab/setup.sh"
 "$lab/build-l1.sh" >/dev/null
 dir=$(mktemp -d)
