@@ -74,6 +74,7 @@ func TestRunBadInput(t *testing.T) {
 	}{
 		{"no kernel flag", []string{"run"}, exitUsage, "--kernel is required"},
 		{"unknown flag", []string{"run", "--kernel", kernel, "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
+		{"bad flag value", []string{"run", "--kernel", kernel, "--memory", "-1"}, exitUsage, `invalid value "-1" for flag -memory`},
 		{"unknown command", []string{"launch"}, exitUsage, `unknown command "launch"`},
 		{"bad console", []string{"run", "--kernel", kernel, "--console", "tcp:1"}, exitUsage, "use stdio or file:PATH"},
 		{"missing kernel", []string{"run", "--kernel", filepath.Join(dir, "nope")}, exitError, "no such file or directory"},
@@ -103,8 +104,8 @@ func TestRunBadInput(t *testing.T) {
 			if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic:") {
 				t.Fatalf("stack trace on stderr: %s", stderr)
 			}
-			// Errors that are not flag-parsing help are exactly one line.
-			if c.status == exitError && strings.Count(stderr, "\n") != 1 {
+			// Every mistake, of usage or input, is exactly one line.
+			if strings.Count(stderr, "\n") != 1 {
 				t.Fatalf("want one line on stderr, got %q", stderr)
 			}
 		})
@@ -136,12 +137,17 @@ func TestDumpDTB(t *testing.T) {
 	if reg, _ := root.Find("/memory@40000000").U64("reg"); len(reg) != 2 || reg[1] != 512<<20 {
 		t.Errorf("memory reg %#x", reg)
 	}
-	// A failing dump leaves no file behind.
-	bad := filepath.Join(t.TempDir(), "missing-dir", "x.dtb")
-	if status, _ := runSquibd(t, "run", "--kernel", kernel, "--dump-dtb", bad); status == 0 {
-		t.Error("dump into a missing directory succeeded")
+	// A dump that fails after writing (its path is a directory, so the final
+	// rename fails) leaves no temporary file behind.
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "x.dtb")
+	if err := os.Mkdir(bad, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
+	if status, stderr := runSquibd(t, "run", "--kernel", kernel, "--dump-dtb", bad); status != 1 {
+		t.Errorf("dump onto a directory: status %d, want 1: %s", status, stderr)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 || entries[0].Name() != "x.dtb" {
 		t.Errorf("leftover files: %v", entries)
 	}
 }

@@ -31,7 +31,7 @@ func snapshotFileCmd(what string, args []string, stdout, stderr io.Writer) (int,
 	fs := flag.NewFlagSet("squibd snapshot "+what, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: squibd snapshot %s %s\n", what, synopsis)
+		fmt.Fprintf(fs.Output(), "usage: squibd snapshot %s %s\n", what, synopsis)
 		fs.PrintDefaults()
 	}
 	var state, mem, outState, outMem string
