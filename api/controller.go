@@ -253,7 +253,7 @@ func (c *Controller) action(a Action) error {
 		}
 		return c.writeMetrics()
 	case ActionSendCtrlAltDel:
-		return errors.New("SendCtrlAltDel is not supported on aarch64.")
+		return errors.New("SendCtrlAltDel does not supported on aarch64.") // sic: Firecracker's words
 	default:
 		return bodyError("unknown variant `%s`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel`", kind)
 	}
@@ -359,6 +359,9 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 		c.Log().Error("the snapshot failed to load", "err", err)
 		return err
 	}
+	// GET /machine-config now describes the restored microVM, as on Firecracker.
+	rc := c.m.Config()
+	c.machine = machineConfig{vcpus: rc.VCPUs, memMiB: rc.MemoryMiB, trackDirty: rc.TrackDirtyPages}
 	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
 	c.Log().Info("snapshot loaded", "state", *s.SnapshotPath, "memory", *mem, "took", time.Since(t))
 	go c.wait(c.m)

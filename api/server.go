@@ -74,6 +74,10 @@ func (s *Server) Close() error { return s.http.Close() }
 func (s *Server) handler(rt route) http.Handler {
 	method, _, _ := strings.Cut(rt.pattern, " ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method { // ServeMux gives a GET route HEAD requests too
+			s.invalidPath(w, r)
+			return
+		}
 		start := time.Now()
 		body, err := readBody(w, r, method)
 		var out any

@@ -228,6 +228,15 @@ func (m *Machine) Start(input io.Reader) {
 // Running is closed when vCPU 0 first enters the guest.
 func (m *Machine) Running() <-chan struct{} { return m.running }
 
+// Config is the configuration m runs: for a restored machine, the snapshot's
+// vCPUs, memory and command line, with the restore's dirty-page tracking.
+// Its boot files are not kept open.
+func (m *Machine) Config() Config {
+	c := m.plan.Config
+	c.Kernel, c.Initrd = loader.File{}, loader.File{}
+	return c
+}
+
 // Pause stops every vCPU at its next exit and returns once all have stopped.
 func (m *Machine) Pause() error { return m.setPaused(true) }
 

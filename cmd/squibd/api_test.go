@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,14 +10,29 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/squibvm/squib/hv"
 )
 
-// noHypervisor reports that squibdBin cannot start a VM on this machine.
-func noHypervisor() bool { return runtime.GOOS != "linux" || runtime.GOARCH != "arm64" }
+// noHypervisor reports that squibdBin cannot start a VM on this machine,
+// decided as squibd decides it: by opening the hypervisor.
+var noHypervisor = sync.OnceValue(func() bool {
+	_, err := openHypervisor()
+	return errors.Is(err, hv.ErrNoHypervisor)
+})
+
+// loadFault is the fault of a snapshot load of files that do not exist:
+// squibd opens the hypervisor first, then the state file.
+func loadFault() string {
+	if noHypervisor() {
+		return "Load snapshot error: no usable hypervisor"
+	}
+	return "Load snapshot error: snapshot: opening state file: "
+}
 
 func TestAPIGet(t *testing.T) {
 	d := startDaemon(t, squibdBin, "--id", "vm_1")
@@ -118,7 +134,7 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/actions", `{"action_type": "InstanceStart", "now": true}`, deser + `json: unknown field "now"`},
 		{"PUT", "/actions", `{"action_type": "InstanceStart"}`, "Start microvm error: Cannot start microvm without kernel configuration."},
 		{"PUT", "/actions", `{"action_type": "FlushMetrics"}`, "The requested operation is not supported before starting the microVM."},
-		{"PUT", "/actions", `{"action_type": "SendCtrlAltDel"}`, "SendCtrlAltDel is not supported on aarch64."},
+		{"PUT", "/actions", `{"action_type": "SendCtrlAltDel"}`, "SendCtrlAltDel does not supported on aarch64."}, // sic, Firecracker's words
 		{"PATCH", "/vm", `{"state": "Paused"}`, "The requested operation is not supported before starting the microVM."},
 		{"PATCH", "/vm", `{"state": "Resumed"}`, "The requested operation is not supported before starting the microVM."},
 		{"PATCH", "/vm", `{"state": "Stopped"}`, deser + "unknown variant `Stopped`, expected `Paused` or `Resumed`."},
@@ -140,7 +156,7 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "Disk", "backend_path": "m"}}`, deser + "unknown variant `Disk`"},
 		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m", "x": 1}}`, deser + `json: unknown field "x"`},
 		{"PUT", "/snapshot/load", `{"mem_file_path": "m"}`, deser + "missing field `snapshot_path`."},
-		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "Load snapshot error: no usable hypervisor"},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, loadFault()},
 		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, "squibd does not support block devices yet"},
 		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
 		{"PUT", "/vsock", `{"guest_cid": 3}`, "squibd does not support vsock yet"},
@@ -162,6 +178,48 @@ func TestAPIFaults(t *testing.T) {
 	// Every fault was logged.
 	if n := strings.Count(d.stderr.String(), `msg="API request failed"`); n != len(cases) {
 		t.Errorf("%d faults logged, want %d", n, len(cases))
+	}
+}
+
+// TestAPIUndefinedMethod checks that a method no route defines is refused
+// as an invalid method and path, HEAD included (Go would answer it as GET).
+func TestAPIUndefinedMethod(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	d.fault("DELETE", "/machine-config", "", "Invalid request method and/or path: DELETE machine-config.")
+	d.fault("OPTIONS", "/", "", "Invalid request method and/or path: OPTIONS .")
+	// A HEAD answer has no body: the fault is in the status and the log,
+	// complete once squibd has exited.
+	paths := []string{"/", "/machine-config", "/vm/config"}
+	for _, path := range paths {
+		status, body, err := d.do("HEAD", path, "")
+		if err != nil || status != http.StatusBadRequest || body != "" {
+			t.Errorf("HEAD %s: %d %q %v; want 400", path, status, body, err)
+		}
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.wait()
+	for _, path := range paths {
+		want := fmt.Sprintf(`msg="API request failed" method=HEAD path=%s fault="Invalid request method and/or path: HEAD %s."`,
+			path, strings.TrimPrefix(path, "/"))
+		if !strings.Contains(d.stderr.String(), want) {
+			t.Errorf("HEAD %s: the log lacks %s:\n%s", path, want, d.stderr.String())
+		}
+	}
+}
+
+// TestAPILoadAfterBootResource checks that each boot resource, configured
+// alone, makes a later snapshot load refused.
+func TestAPILoadAfterBootResource(t *testing.T) {
+	kernel := writeKernel(t, 16<<20)
+	for _, c := range []struct{ method, path, body string }{
+		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256}`},
+		{"PATCH", "/machine-config", `{"vcpu_count": 2}`},
+		{"PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, kernel)},
+	} {
+		d := startDaemon(t, squibdBin)
+		d.ok(c.method, c.path, c.body)
+		d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`,
+			"Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.")
 	}
 }
 
@@ -187,12 +245,11 @@ func TestAPIBodyLimit(t *testing.T) {
 }
 
 // TestAPIPreBootFlow configures a microVM in the Firecracker Go SDK's
-// order. Here there is no hypervisor, so InstanceStart fails: the fault and
-// the log say why and the microVM stays "Not started".
+// order. Where there is no hypervisor, InstanceStart fails: the fault and
+// the log say why and the microVM stays "Not started". Where there is one,
+// the test does not start the microVM (its kernel would not boot) and checks
+// the rest.
 func TestAPIPreBootFlow(t *testing.T) {
-	if !noHypervisor() {
-		t.Skip("this machine may have a hypervisor")
-	}
 	d := startDaemon(t, squibdBin)
 	dir := t.TempDir()
 	logPath, metricsPath := filepath.Join(dir, "log"), filepath.Join(dir, "metrics")
@@ -200,7 +257,7 @@ func TestAPIPreBootFlow(t *testing.T) {
 	d.ok("PUT", "/logger", fmt.Sprintf(`{"log_path": %q, "level": "debug", "show_level": false, "show_log_origin": false}`, logPath))
 	d.ok("PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath))
 	// Logger and metrics are not boot resources: loading a snapshot would still be allowed.
-	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, "Load snapshot error: no usable hypervisor")
+	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, loadFault())
 	d.fault("PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath), "Reinitialization of metrics not allowed.")
 	d.ok("PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}`)
 	var mc map[string]any
@@ -208,14 +265,16 @@ func TestAPIPreBootFlow(t *testing.T) {
 	d.ok("PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q, "boot_args": "console=ttyAMA0"}`, kernel))
 	d.fault("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`,
 		"Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.")
-	for range 2 { // a failed start can be retried
-		d.fault("PUT", "/actions", `{"action_type": "InstanceStart"}`, "Start microvm error: no usable hypervisor: ")
-		if s := d.state(); s != "Not started" {
-			t.Fatalf("state %q after a failed start", s)
+	if noHypervisor() {
+		for range 2 { // a failed start can be retried
+			d.fault("PUT", "/actions", `{"action_type": "InstanceStart"}`, "Start microvm error: no usable hypervisor: ")
+			if s := d.state(); s != "Not started" {
+				t.Fatalf("state %q after a failed start", s)
+			}
 		}
 	}
 	log, _ := os.ReadFile(logPath)
-	if !strings.Contains(string(log), `msg="the microVM failed to start" err="Start microvm error: no usable hypervisor`) {
+	if noHypervisor() && !strings.Contains(string(log), `msg="the microVM failed to start" err="Start microvm error: no usable hypervisor`) {
 		t.Errorf("the log does not say why the start failed:\n%s", log)
 	}
 	if strings.Contains(string(log), "level=") {

@@ -474,7 +474,7 @@ func lifecycle([]string) error {
 		{"PUT", "/snapshot/load", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`, after},
 		{"PUT", "/snapshot/create", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`,
 			"Create snapshot error: the microVM must be paused (PATCH /vm Paused) first"},
-		{"PUT", "/actions", `{"action_type": "SendCtrlAltDel"}`, "SendCtrlAltDel is not supported on aarch64."},
+		{"PUT", "/actions", `{"action_type": "SendCtrlAltDel"}`, "SendCtrlAltDel does not supported on aarch64."},
 	}
 	for _, f := range faults {
 		if err := d.fault(f[0], f[1], f[2], f[3]); err != nil {

@@ -21,16 +21,24 @@
 // writes BYTES of non-zero data to a new FILE sequentially in 1 MiB writes,
 // syncs it, and prints the seconds taken: the plain write a snapshot's
 // memory file is compared with.
+//
+//	labtool get SOCKET PATH
+//
+// prints the body of GET PATH from the squibd API at SOCKET (busybox has no
+// HTTP client for Unix sockets), and fails unless the answer is 200.
 package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"hash/crc64"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -62,9 +70,11 @@ func main() {
 		err = nonzero(os.Args[2], os.Args[3])
 	case len(os.Args) == 4 && os.Args[1] == "seqwrite":
 		err = seqwrite(os.Args[2], os.Args[3])
+	case len(os.Args) == 4 && os.Args[1] == "get":
+		err = get(os.Args[2], os.Args[3])
 	default:
 		fmt.Fprintln(os.Stderr, "usage: labtool mangle truncate|flip|version|arch|backend|pagesize IN OUT\n"+
-			"       labtool nonzero FILE SIZE\n       labtool seqwrite FILE BYTES")
+			"       labtool nonzero FILE SIZE\n       labtool seqwrite FILE BYTES\n       labtool get SOCKET PATH")
 		os.Exit(2)
 	}
 	if err != nil {
@@ -184,4 +194,24 @@ func seal(magic []byte, major, minor uint16, body []byte) []byte {
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
 	b = append(b, body...)
 	return binary.LittleEndian.AppendUint64(b, crc64.Checksum(b, crc64.MakeTable(crc64.ECMA)))
+}
+
+func get(socket, path string) error {
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	resp, err := c.Get("http://localhost" + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	_, err = os.Stdout.Write(body)
+	return err
 }

@@ -28,6 +28,9 @@ head -c 4096 /tmp/base.mem >/tmp/bad/short.mem
 try short-memory /tmp/base.state /tmp/bad/short.mem
 rm /tmp/bad/short.mem
 [ "$(listing)" = "$before" ] && echo "NOTHING-WRITTEN"
+# and the refused loads left squibd's machine configuration at its defaults
+[ "$(/labtool get /tmp/x.sock /machine-config)" = \
+	'{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}' ] || fail 63 x
 /squibd snapshot load --socket /tmp/x.sock --snapshot /tmp/base.state --mem /tmp/base.mem --resume >/dev/null || fail 61 x
 waitfor 'SQUIB-GUEST-COUNTER=[0-9]+ ' /tmp/x.out || fail 62 x
 echo "GOOD-AFTER-BAD state=$(/squibd status --socket /tmp/x.sock | awk '/^state:/ {print $2}')"

@@ -3,9 +3,15 @@
 # vCPU 0 does, and what the guest makes of its lost CPU is reported.
 # Snapshot s2 is taken after the guest took CPU 1 offline (PSCI CPU_OFF):
 # restored with boot_vcpu (e) the guest continues and brings CPU 1 back
-# with PSCI CPU_ON.
+# with PSCI CPU_ON. Each restored squibd's GET /machine-config describes the
+# snapshot's machine (2 vCPUs, 192 MiB: not Firecracker's defaults) with the
+# load's dirty-page tracking.
 . /e2e/lib.sh
-vmconfig /tmp/p.json 2
+vmconfig /tmp/p.json 2 false 192
+machine() { # NAME TRACK: GET /machine-config of squibd NAME is the restored one
+	[ "$(/labtool get /tmp/$1.sock /machine-config)" = \
+		'{"vcpu_count":2,"mem_size_mib":192,"smt":false,"track_dirty_pages":'$2',"huge_pages":"None"}' ]
+}
 state() { /squibd status --socket /tmp/$1.sock | awk '/^state:/ {print $2}'; }
 cpus() { grep -o 'CPUS=[0-9,-]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
 
@@ -19,6 +25,7 @@ n=$(counter a)
 
 start b
 /squibd snapshot load --socket /tmp/b.sock --snapshot /tmp/s1.state --mem /tmp/s1.mem --vcpu-power saved --resume >/dev/null || fail 43 b
+machine b false || fail 64 b
 waitfor "SQUIB-GUEST-COUNTER=$((n + 3)) " /tmp/b.out || fail 44 b
 say b "cpu1 0"
 waitfor 'SQUIB-GUEST-CPU1=0' /tmp/b.out || fail 45 b
@@ -46,7 +53,8 @@ waitfor "SQUIB-GUEST-COUNTER=$(($(counter d) + 1)) CPUS=0 " /tmp/d.out || fail 5
 kill -9 $pid_d
 n=$(counter d)
 start e
-/squibd snapshot load --socket /tmp/e.sock --snapshot /tmp/s2.state --mem /tmp/s2.mem --resume >/dev/null || fail 55 e
+/squibd snapshot load --socket /tmp/e.sock --snapshot /tmp/s2.state --mem /tmp/s2.mem --track-dirty-pages --resume >/dev/null || fail 55 e
+machine e true || fail 65 e
 waitfor "SQUIB-GUEST-COUNTER=$((n + 2)) CPUS=0 " /tmp/e.out || fail 56 e
 say e "cpu1 1"
 waitfor 'SQUIB-GUEST-CPU1=1' /tmp/e.out || fail 57 e
