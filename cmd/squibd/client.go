@@ -16,6 +16,9 @@ import (
 // clientTimeout bounds one client command.
 const clientTimeout = time.Minute
 
+// defaultPower is the default of --vcpu-power, and the server's.
+const defaultPower = "boot_vcpu"
+
 // clientCmd runs the client commands, which talk to a running squibd:
 // status, pause, resume and snapshot create|load. On success each prints
 // the microVM's state; on a fault it prints the server's fault message and
@@ -45,7 +48,7 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 			fs.BoolVar(&diff, "diff", false, "write only the memory written since the last snapshot (needs dirty-page tracking)")
 		} else {
 			fs.BoolVar(&resume, "resume", false, "resume the microVM once loaded")
-			fs.StringVar(&power, "vcpu-power", "boot_vcpu", "which vCPUs run: `boot_vcpu` (vCPU 0 only) or saved (each as saved)")
+			fs.StringVar(&power, "vcpu-power", defaultPower, "which vCPUs run: `boot_vcpu` (vCPU 0 only) or saved (each as saved)")
 			fs.BoolVar(&copyMem, "copy-memory", false, "read the memory file in instead of mapping it copy-on-write")
 			fs.BoolVar(&track, "track-dirty-pages", false, "track the guest's writes, for diff snapshots of the restored microVM")
 		}
@@ -76,9 +79,12 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 		}
 		err = c.Do(ctx, http.MethodPut, "/snapshot/create", api.SnapshotCreate{SnapshotPath: &snapshot, MemFilePath: &mem, SnapshotType: &typ}, nil)
 	case "snapshot load":
+		// Options at their defaults are left out, so that the default
+		// request, free of squib's own fields, is one Firecracker accepts.
 		file := "File"
 		body := api.SnapshotLoad{SnapshotPath: &snapshot, MemBackend: &api.MemBackend{BackendType: &file, BackendPath: &mem},
-			ResumeVM: &resume, VCPUPower: &power, CopyMemory: &copyMem, TrackDirtyPages: &track}
+			ResumeVM: unlessDefault(resume, false), TrackDirtyPages: unlessDefault(track, false),
+			VCPUPower: unlessDefault(power, defaultPower), CopyMemory: unlessDefault(copyMem, false)}
 		err = c.Do(ctx, http.MethodPut, "/snapshot/load", body, nil)
 	}
 	var info api.InstanceInfo
@@ -100,6 +106,14 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 		fmt.Fprintf(stdout, "id:      %s\nstate:   %s\nversion: %s %s\n", info.ID, info.State, info.AppName, info.VMMVersion)
 	}
 	return exitOK, nil
+}
+
+// unlessDefault returns &v, or nil (a field left out) when v is def.
+func unlessDefault[T comparable](v, def T) *T {
+	if v == def {
+		return nil
+	}
+	return &v
 }
 
 func printJSON(w io.Writer, v any) {

@@ -78,8 +78,12 @@ func serveCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, er
 		if err != nil {
 			return 0, err
 		}
+		// Closing l removes the socket file. srv.Close closes l only once
+		// Serve has taken it, which the goroutine may not have done yet
+		// when squibd returns early, so l is closed here too, last.
+		defer l.Close()
 		srv := api.NewServer(ctl)
-		defer srv.Close() // and so removes the socket
+		defer srv.Close()
 		go func() {
 			if err := srv.Serve(l); err != nil {
 				ctl.Log().Error("API server", "err", err)

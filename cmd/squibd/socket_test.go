@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +69,33 @@ func TestSocketRemovedOnSignal(t *testing.T) {
 		if _, err := os.Lstat(d.sock); !os.IsNotExist(err) {
 			t.Errorf("%v: the socket file is still there (%v)", sig, err)
 		}
+	}
+}
+
+// TestSocketRemovedOnConfigError checks that squibd removes its socket
+// file when --config-file fails, many times over: the failure races the
+// start of the API server.
+func TestSocketRemovedOnConfigError(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.json")
+	body := fmt.Sprintf(`{"boot-source": {"kernel_image_path": %q}}`, filepath.Join(dir, "missing"))
+	if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "api.sock")
+	const runs = 100
+	left := 0
+	for range runs {
+		status, stderr := runSquibd(t, "--api-sock", sock, "--config-file", config)
+		if status != exitError || !strings.Contains(stderr, "The kernel file cannot be opened") {
+			t.Fatalf("status %d, %q; want the kernel file's error", status, stderr)
+		}
+		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+			left++ // the next run replaces it as stale
+		}
+	}
+	if left > 0 {
+		t.Errorf("the socket file was left behind in %d of %d runs", left, runs)
 	}
 }
 
@@ -189,8 +218,7 @@ func TestClientCommands(t *testing.T) {
 		{[]string{"pause", "--socket", d.sock}, exitError, "squibd: " + notStarted + "\n"},
 		{[]string{"resume", "--socket", d.sock}, exitError, "squibd: " + notStarted + "\n"},
 		{[]string{"snapshot", "create", "--socket", d.sock, "--snapshot", "s", "--mem", "m"}, exitError, "squibd: " + notStarted + "\n"},
-		{[]string{"snapshot", "load", "--socket", d.sock, "--snapshot", "s", "--mem", "m", "--resume"}, exitError,
-			"squibd: Load snapshot error: no usable hypervisor"},
+		{[]string{"snapshot", "load", "--socket", d.sock, "--snapshot", "s", "--mem", "m", "--resume"}, exitError, "squibd: " + loadFault()},
 		{[]string{"snapshot", "--socket", d.sock}, exitUsage, "usage: squibd snapshot create|load"},
 		{[]string{"status"}, exitUsage, "--socket is required"},
 		{[]string{"status", "--socket", d.sock, "extra"}, exitUsage, `unexpected argument "extra"`},
@@ -204,6 +232,53 @@ func TestClientCommands(t *testing.T) {
 	stdout, _, _ = runClient(t, "pause", "--socket", d.sock, "--json")
 	if stdout != `{"fault_message":"`+notStarted+`"}`+"\n" {
 		t.Errorf("pause --json: %q", stdout)
+	}
+}
+
+// TestClientSnapshotLoadBody checks the bytes "squibd snapshot load" sends:
+// squib's own fields, and options left at their defaults, are left out, so
+// that the default request is one Firecracker accepts.
+func TestClientSnapshotLoadBody(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "PUT /snapshot/load":
+			b, _ := io.ReadAll(r.Body)
+			bodies <- string(b)
+			w.WriteHeader(http.StatusNoContent)
+		case "GET /":
+			io.WriteString(w, `{"id":"fc","state":"Paused","vmm_version":"1.16.1","app_name":"Firecracker"}`)
+		default:
+			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	srv.Listener = l
+	srv.Start()
+	defer srv.Close()
+
+	const base = `{"snapshot_path":"s","mem_backend":{"backend_type":"File","backend_path":"m"}`
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, base + `}`},
+		{[]string{"--vcpu-power", "boot_vcpu"}, base + `}`},
+		{[]string{"--resume", "--track-dirty-pages"}, base + `,"track_dirty_pages":true,"resume_vm":true}`},
+		{[]string{"--vcpu-power", "saved", "--copy-memory"}, base + `,"vcpu_power":"saved","copy_memory":true}`},
+	} {
+		args := append([]string{"snapshot", "load", "--socket", sock, "--snapshot", "s", "--mem", "m"}, c.flags...)
+		if _, stderr, status := runClient(t, args...); status != exitOK {
+			t.Fatalf("%v: status %d, %q", c.flags, status, stderr)
+		}
+		if got := <-bodies; got != c.want {
+			t.Errorf("%v: sent %s, want %s", c.flags, got, c.want)
+		}
 	}
 }
 
