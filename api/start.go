@@ -63,25 +63,31 @@ func (c *Controller) build() (*vmm.Machine, error) {
 	return vmm.New(h, plan, c.opts.Console, c.Log())
 }
 
-// wait writes metrics while m runs, Firecracker-style: at once, then every
-// metricsPeriod; then records how m ended and closes c.done.
+// wait writes metrics while m runs, every metricsPeriod; then records how m
+// ended and closes c.done.
 func (c *Controller) wait(m *vmm.Machine) {
 	ended := make(chan struct{})
 	go func() {
 		c.outcome, c.err = m.Wait()
 		close(ended)
 	}()
-	tick := time.NewTicker(metricsPeriod)
+	c.writeMetricsUntil(ended, metricsPeriod, m.Exits)
+	c.Log().Info("microVM ended", "outcome", c.outcome, "err", c.err)
+	close(c.done)
+}
+
+// writeMetricsUntil writes metrics Firecracker-style, at once and then every
+// period, until ended is closed; exits gives the vCPU exit counts so far.
+func (c *Controller) writeMetricsUntil(ended <-chan struct{}, period time.Duration, exits func() vmm.ExitCounts) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
-		if err := c.metrics.write(m.Exits()); err != nil {
+		if err := c.metrics.write(exits()); err != nil {
 			c.Log().Error("metrics", "err", err)
 		}
 		select {
 		case <-tick.C:
 		case <-ended:
-			c.Log().Info("microVM ended", "outcome", c.outcome, "err", c.err)
-			close(c.done)
 			return
 		}
 	}
