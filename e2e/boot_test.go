@@ -113,3 +113,36 @@ func bootScenarios(t *testing.T, ps lab.PageSize) {
 		}
 	}
 }
+
+// TestBootInKernelPSCI runs squibd on a KVM older than the SMCCC filter
+// (Linux 6.4): Debian's Linux 6.1 as L1. squibd says it falls back to KVM's
+// in-kernel PSCI; the guest still brings its secondary up (KVM, not squib,
+// powers it on), powers off with status 0 and resets with status 3, both
+// now reported by KVM as system events.
+func TestBootInKernelPSCI(t *testing.T) {
+	lab.Require(t)
+	results := lab.Run(t, lab.Options{Linux61: true, Commands: []lab.Command{
+		{Name: "uname", Args: []string{"uname", "-r"}},
+		{Name: "smp2", Args: guestRun("cpus", "--cpus", "2", "--log-level", "info")},
+		{Name: "reboot", Args: guestRun("reboot")},
+	}})
+	if r := results[0]; !strings.HasPrefix(r.Output, "6.1.") {
+		t.Fatalf("L1 runs Linux %q, want 6.1", r.Output)
+	}
+	r := results[1]
+	for _, w := range []string{"this KVM has no SMCCC filter (Linux < 6.4): PSCI is handled by the kernel",
+		"SQUIB-GUEST-NPROC=2", "SQUIB-GUEST-CPUS-ONLINE=0-1", "SQUIB-GUEST-POWEROFF"} {
+		if !strings.Contains(r.Output, w) {
+			t.Errorf("smp2: output lacks %q\n%s", w, r.Output)
+		}
+	}
+	if strings.Contains(r.Output, `msg="vCPU powered on" vcpu=1`) {
+		t.Errorf("smp2: squib's PSCI powered vCPU 1 on, though KVM handles PSCI here\n%s", r.Output)
+	}
+	if r.ExitCode != 0 {
+		t.Errorf("smp2: exit status %d, want 0 (SYSTEM_OFF)\n%s", r.ExitCode, r.Output)
+	}
+	if r := results[2]; r.ExitCode != 3 || !strings.Contains(r.Output, "SQUIB-GUEST-REBOOT") {
+		t.Errorf("reboot: exit status %d, want 3 (SYSTEM_RESET)\n%s", r.ExitCode, r.Output)
+	}
+}

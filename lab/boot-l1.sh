@@ -2,16 +2,17 @@
 # Boots the lab's L1 host in QEMU (TCG, emulated arm64 with EL2, so KVM works
 # inside it) and runs a scenario there.
 #
-#   boot-l1.sh [-p 4|16] [-t SECONDS] DIR
+#   boot-l1.sh [-p 4|16|4-6.1] [-t SECONDS] DIR
 #
 # The files under DIR are added to L1's root (DIR/squibd becomes /squibd) and
 # L1's /init sources DIR/scenario.sh, then powers off; see build-l1.sh for the
-# rest of L1's root. -p picks the L1 page size in KiB (default 4); -t bounds
+# rest of L1's root. -p picks the L1 kernel by its page size in KiB (default
+# 4; 4-6.1 is Debian's Linux 6.1, older than KVM's SMCCC filter); -t bounds
 # the QEMU run (default 600 s; exit status 124 when it expires). The L1
 # console is this script's stdin and stdout; type Ctrl-A X to leave QEMU.
 . "$(dirname "$0")/lib.sh"
 
-usage() { die "usage: boot-l1.sh [-p 4|16] [-t SECONDS] DIR (DIR holds scenario.sh)"; }
+usage() { die "usage: boot-l1.sh [-p 4|16|4-6.1] [-t SECONDS] DIR (DIR holds scenario.sh)"; }
 page=4 limit=600
 while getopts p:t: opt; do
 	case $opt in
@@ -22,7 +23,11 @@ while getopts p:t: opt; do
 done
 shift $((OPTIND - 1))
 [ $# -eq 1 ] && [ -f "$1/scenario.sh" ] || usage
-case $page in 4 | 16) ;; *) usage ;; esac
+case $page in
+4 | 16) kernel=vmlinuz-${page}k ;;
+4-6.1) kernel=vmlinuz-4k-6.1 ;;
+*) usage ;;
+esac
 
 l1=$("$LAB/build-l1.sh")
 tmp=$(mktemp -d)
@@ -32,7 +37,7 @@ trap 'rm -rf "$tmp"' EXIT
 	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet)
 } >"$tmp/initrd"
 
-log "booting L1 (${page} KiB pages, at most $limit s)"
+log "booting L1 ($kernel, at most $limit s)"
 # -nic none: no default NIC (it would need QEMU's iPXE ROM, and L1 has no use
 # for it). pauth-impdef: a cheap pointer-authentication hash instead of the
 # architected QARMA, which TCG emulates slowly. panic=-1 with -no-reboot: a
@@ -40,5 +45,5 @@ log "booting L1 (${page} KiB pages, at most $limit s)"
 timeout --foreground -k 10 "$limit" qemu-system-aarch64 \
 	-M virt,virtualization=on,gic-version=3 -cpu max,pauth-impdef=on \
 	-smp 2 -m 2048 -nographic -nic none -no-reboot \
-	-kernel "$l1/vmlinuz-${page}k" -initrd "$tmp/initrd" \
+	-kernel "$l1/$kernel" -initrd "$tmp/initrd" \
 	-append "console=ttyAMA0 quiet panic=-1"

@@ -59,6 +59,7 @@ type Result struct {
 // lab/guest-init for the markers each prints.
 type Options struct {
 	PageSize PageSize          // L1 page size: Page4K (default) or Page16K
+	Linux61  bool              // L1 runs Debian's Linux 6.1 (4 KiB pages), whose KVM has no SMCCC filter
 	Commands []Command         // run in order, each after the previous exits
 	Files    map[string]string // extra regular files: L1 path -> host path
 	NoSquibd bool              // do not build and install /squibd (tests of the lab itself)
@@ -78,6 +79,9 @@ func Run(t testing.TB, opts Options) []Result {
 	}
 	if opts.PageSize != Page4K && opts.PageSize != Page16K {
 		t.Fatalf("lab: page size %d KiB: want 4 or 16", opts.PageSize)
+	}
+	if opts.Linux61 && opts.PageSize != Page4K {
+		t.Fatalf("lab: the Linux 6.1 L1 has 4 KiB pages, not %d", opts.PageSize)
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Minute
@@ -127,7 +131,11 @@ func Run(t testing.TB, opts Options) []Result {
 	if err != nil {
 		t.Fatalf("lab: %v; console tail:\n%s", err, tail(console))
 	}
-	t.Logf("lab: L1 (%d KiB pages) ran %d commands in %s", opts.PageSize, len(results), took)
+	kernel := "6.12"
+	if opts.Linux61 {
+		kernel = "6.1"
+	}
+	t.Logf("lab: L1 (Linux %s, %d KiB pages) ran %d commands in %s", kernel, opts.PageSize, len(results), took)
 	return results
 }
 
@@ -153,8 +161,12 @@ func boot(opts Options, dir string) (string, time.Duration, error) {
 	// that kills the whole process group.
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout+time.Minute)
 	defer cancel()
+	kernel := strconv.Itoa(int(opts.PageSize))
+	if opts.Linux61 {
+		kernel += "-6.1"
+	}
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(Dir(), "boot-l1.sh"),
-		"-p", strconv.Itoa(int(opts.PageSize)),
+		"-p", kernel,
 		"-t", strconv.FormatFloat(opts.Timeout.Seconds(), 'f', -1, 64), dir)
 	cmd.Env = append(os.Environ(), "SQUIB_LAB_CACHE="+Cache())
 	cmd.Stdout, cmd.Stderr = w, w
