@@ -24,26 +24,28 @@
 //
 //	labtool get SOCKET PATH
 //
-// prints the body of GET PATH from the squibd API at SOCKET (busybox has no
-// HTTP client for Unix sockets), and fails unless the answer is 200.
+// prints the body of GET PATH from the squibd API at SOCKET, as sent (busybox
+// has no HTTP client for Unix sockets); a fault fails.
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"hash/crc64"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/squibvm/squib/api"
 )
 
 const prefixLen, trailerLen = 24, 8
@@ -197,21 +199,10 @@ func seal(magic []byte, major, minor uint16, body []byte) []byte {
 }
 
 func get(socket, path string) error {
-	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-	}}}
-	resp, err := c.Get("http://localhost" + path)
-	if err != nil {
+	var body json.RawMessage
+	if err := api.NewClient(socket).Do(context.Background(), http.MethodGet, path, nil, &body); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
-	}
-	_, err = os.Stdout.Write(body)
+	_, err := os.Stdout.Write(body)
 	return err
 }
