@@ -33,7 +33,7 @@ build() {
 		sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/^\1=/p' "$LAB/guest.config" | grep -f - "$work/.config"
 	} || true)
 	[ -z "$bad" ] || die "olddefconfig overrode guest.config: $(echo $bad)"
-	log "kernel $hash: compiling with $(nproc) jobs (4 to 8 min on 2 cores)"
+	log "kernel $hash: compiling with $(nproc) jobs (about 4 min on 2 cores)"
 	if ! "${mk[@]}" Image.gz >>"$out/build.log" 2>&1; then
 		tail -n 30 "$out/build.log" >&2
 		die "kernel build failed"
