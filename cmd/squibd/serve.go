@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -73,30 +74,36 @@ func serveCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, er
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
+	var srv *api.Server
+	var l net.Listener
 	if !f.noAPI {
-		l, err := api.Listen(f.sock)
-		if err != nil {
+		if l, err = api.Listen(f.sock); err != nil {
 			return 0, err
 		}
 		// Closing l removes the socket file. srv.Close closes l only once
-		// Serve has taken it, which the goroutine may not have done yet
-		// when squibd returns early, so l is closed here too, last.
+		// Serve has taken it, which may not have happened when squibd
+		// returns early, so l is closed here too, last.
 		defer l.Close()
-		srv := api.NewServer(ctl)
+		srv = api.NewServer(ctl)
 		defer srv.Close()
+		wall, cpu := time.Since(processStart), cpuTime()
+		ctl.RecordStartup(wall, cpu)
+		ctl.Log().Info("API socket ready", "path", f.sock, "startup_us", wall.Microseconds(), "startup_cpu_us", cpu.Microseconds())
+	}
+	// As on Firecracker, requests wait (connections queue on the socket)
+	// until the configuration file has been applied: the first answer a
+	// client gets already describes the microVM the file started.
+	if f.configFile != "" {
+		if err := configure(ctl, f.configFile); err != nil {
+			return 0, fmt.Errorf("--config-file %s: %w", f.configFile, err)
+		}
+	}
+	if srv != nil {
 		go func() {
 			if err := srv.Serve(l); err != nil {
 				ctl.Log().Error("API server", "err", err)
 			}
 		}()
-		wall, cpu := time.Since(processStart), cpuTime()
-		ctl.RecordStartup(wall, cpu)
-		ctl.Log().Info("API socket ready", "path", f.sock, "startup_us", wall.Microseconds(), "startup_cpu_us", cpu.Microseconds())
-	}
-	if f.configFile != "" {
-		if err := configure(ctl, f.configFile); err != nil {
-			return 0, fmt.Errorf("--config-file %s: %w", f.configFile, err)
-		}
 	}
 	select {
 	case <-ctl.Done():

@@ -329,3 +329,39 @@ func TestConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIWaitsForConfigFile checks that squibd, like Firecracker, answers no
+// request before it has applied --config-file: a request sent while squibd
+// still reads the file (a FIFO here) waits, and when the file then fails,
+// squibd exits without answering it.
+func TestAPIWaitsForConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "config.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, squibdBin, "--config-file", fifo)
+	answered := make(chan error, 1)
+	go func() {
+		status, body, err := d.do("GET", "/", "")
+		if err == nil {
+			err = fmt.Errorf("answered %d %s", status, body)
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("a request ended before the config file was read: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	body := fmt.Sprintf(`{"boot-source": {"kernel_image_path": %q}}`, filepath.Join(dir, "missing"))
+	if err := os.WriteFile(fifo, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if status := d.wait(); status != exitError || !strings.Contains(d.stderr.String(), "The kernel file cannot be opened") {
+		t.Errorf("status %d, want %d and the kernel file's error:\n%s", status, exitError, d.stderr.String())
+	}
+	if err := <-answered; strings.HasPrefix(err.Error(), "answered") {
+		t.Errorf("the waiting request was %v", err)
+	}
+}

@@ -691,15 +691,17 @@ func config([]string) error {
 		return err
 	}
 	defer d.kill()
-	if err := d.con.waitAbove(0, bootLimit); err != nil {
-		return err
-	}
+	// squibd answers only once the file is applied: the first answers
+	// already show the microVM running.
 	var info struct{ ID, State string }
 	if err := d.get("/", &info); err != nil {
 		return err
 	}
 	if info.ID != "cfg-vm" || info.State != "Running" {
-		return fmt.Errorf("GET /: %+v", info)
+		return fmt.Errorf("GET / right after the API came up: %+v", info)
+	}
+	if err := d.con.waitAbove(0, bootLimit); err != nil {
+		return err
 	}
 	var full struct {
 		Boot struct {
