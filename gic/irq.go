@@ -59,22 +59,15 @@ func TimerPPIs() [4]PPI {
 
 // KVM_IRQ_LINE irq field layout (arch/arm64/include/uapi/asm/kvm.h):
 // vcpu2_index[31:28] | irq_type[27:24] | vcpu_index[23:16] | irq_id[15:0].
+// squib's devices raise SPIs only; the in-kernel vGIC drives the PPIs
+// (timers) itself.
 const (
 	kvmARMIRQTypeShift = 24 // KVM_ARM_IRQ_TYPE_SHIFT
-	kvmARMIRQVCPUShift = 16 // KVM_ARM_IRQ_VCPU_SHIFT
 	kvmARMIRQTypeSPI   = 1  // KVM_ARM_IRQ_TYPE_SPI
-	kvmARMIRQTypePPI   = 2  // KVM_ARM_IRQ_TYPE_PPI
 )
 
 // KVMIRQLineSPI returns the KVM_IRQ_LINE irq field that drives the SPI with
 // GIC INTID intid (32-1019, not the SPI number).
 func KVMIRQLineSPI(intid uint32) uint32 {
 	return kvmARMIRQTypeSPI<<kvmARMIRQTypeShift | intid
-}
-
-// KVMIRQLinePPI returns the KVM_IRQ_LINE irq field that drives the PPI with
-// GIC INTID intid (16-31) on vCPU index vcpu. vcpu must be in [0, 256),
-// which MaxVCPUs guarantees, so vcpu2_index stays 0.
-func KVMIRQLinePPI(vcpu int, intid uint32) uint32 {
-	return kvmARMIRQTypePPI<<kvmARMIRQTypeShift | uint32(vcpu)<<kvmARMIRQVCPUShift | intid
 }

@@ -13,12 +13,6 @@ func TestNumbering(t *testing.T) {
 	if got := PPI(11).INTID(); got != 27 {
 		t.Errorf("PPI 11 INTID = %d, want 27", got)
 	}
-	if got := KVMIRQLinePPI(3, 27); got != 0x0203001B {
-		t.Errorf("KVMIRQLinePPI(3, 27) = %#08x, want 0x0203001b", got)
-	}
-	if got := KVMIRQLinePPI(0, PPIVirtTimer.INTID()); got != 0x0200001B {
-		t.Errorf("virtual timer on vCPU 0 = %#08x, want 0x0200001b", got)
-	}
 	if got := KVMIRQLineSPI(1019); got != 0x010003FB {
 		t.Errorf("KVMIRQLineSPI(1019) = %#08x, want 0x010003fb", got)
 	}
