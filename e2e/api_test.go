@@ -18,14 +18,15 @@ import (
 // curl: the client is apiscenario, a small Go program cross-compiled here
 // (its package comment describes the scenarios).
 
-// buildScenario cross-compiles apiscenario for L1.
-func buildScenario(t testing.TB) string {
+// buildForL1 cross-compiles the e2e command in directory name (apiscenario,
+// labtool) for L1 and returns the binary's path.
+func buildForL1(t testing.TB, name string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "apiscenario")
-	build := exec.Command("go", "build", "-o", path, "./apiscenario")
+	path := filepath.Join(t.TempDir(), name)
+	build := exec.Command("go", "build", "-o", path, "./"+name)
 	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building apiscenario: %v\n%s", err, out)
+		t.Fatalf("cross-compiling %s: %v\n%s", name, err, out)
 	}
 	return path
 }
@@ -50,7 +51,7 @@ func buildScenario(t testing.TB) string {
 //   - no-api: --no-api --config-file boots a guest that powers off: exit 0.
 func TestAPI(t *testing.T) {
 	lab.Require(t)
-	scenario := buildScenario(t)
+	scenario := buildForL1(t, "apiscenario")
 	config := filepath.Join(t.TempDir(), "vm.json")
 	err := os.WriteFile(config, []byte(`{
 		"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
@@ -116,7 +117,7 @@ func TestAPI(t *testing.T) {
 //	go test -run '^$' -bench APILab -benchtime 1x ./e2e/
 func BenchmarkAPILab(b *testing.B) {
 	lab.Require(b)
-	scenario := buildScenario(b)
+	scenario := buildForL1(b, "apiscenario")
 	const requests = 200
 	re := regexp.MustCompile(`SQUIB-API-BENCH n=\d+ load=\d+ patch_vm_p50_us=(\d+) patch_vm_p99_us=(\d+) get_p50_us=(\d+) get_p99_us=(\d+)`)
 	b.ResetTimer()

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -53,13 +51,7 @@ func TestSnapshot(t *testing.T) {
 // scenarios need in L1: /labtool and testdata's scripts under /e2e.
 func labFiles(t testing.TB) map[string]string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "labtool")
-	build := exec.Command("go", "build", "-o", bin, "./labtool")
-	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("cross-compiling labtool: %v\n%s", err, out)
-	}
-	files := map[string]string{"/labtool": bin}
+	files := map[string]string{"/labtool": buildForL1(t, "labtool")}
 	scripts, err := filepath.Glob("testdata/*.sh")
 	if err != nil || len(scripts) == 0 {
 		t.Fatalf("no scenario scripts in testdata: %v", err)
