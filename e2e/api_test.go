@@ -83,7 +83,7 @@ func TestAPI(t *testing.T) {
 	for _, res := range results {
 		t.Run(res.Name, func(t *testing.T) {
 			if res.ExitCode != 0 || res.Name != "no-api" && !strings.Contains(res.Output, "SQUIB-API-OK") {
-				t.Fatalf("exit status %d\n%s", res.ExitCode, res.Output)
+				t.Fatalf("exit status %d (%s)\n%s", res.ExitCode, why(res.Output), res.Output)
 			}
 			if strings.Contains(res.Output, "panic:") || strings.Contains(res.Output, "goroutine ") {
 				t.Fatalf("crashed:\n%s", res.Output)

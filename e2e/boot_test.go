@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -15,6 +16,28 @@ func guestRun(test string, extra ...string) []string {
 	args := []string{"/squibd", "run", "--kernel", "/guest/Image", "--initrd", "/guest/initrd.gz",
 		"--cmdline", "console=ttyAMA0 panic=-1 squib.test=" + test}
 	return append(args, extra...)
+}
+
+// guestTrouble matches the guest kernel's lines that explain a failed run.
+var guestTrouble = regexp.MustCompile(`Kernel panic|Oops|Unable to handle|failed to come online|rcu.*stall`)
+
+// why returns the line of a lab command's output that best explains its
+// failure, for the first line of a test's error, which is what a CI summary
+// keeps: a scenario's own "FAIL" line, else the guest's first sign of
+// trouble, else the last line.
+func why(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "FAIL ") {
+			return l
+		}
+	}
+	for _, l := range lines {
+		if guestTrouble.MatchString(l) {
+			return "guest: " + l
+		}
+	}
+	return "last line: " + lines[len(lines)-1]
 }
 
 // consoleInput types into squibd's stdin once the guest's shell prompts, as
@@ -48,7 +71,6 @@ func TestBoot(t *testing.T) {
 
 func bootScenarios(t *testing.T, ps lab.PageSize) {
 	type check struct {
-		status int
 		want   []string // substrings of the combined output
 		stderr string   // substring of stderr, for error cases
 	}
@@ -57,35 +79,35 @@ func bootScenarios(t *testing.T, ps lab.PageSize) {
 		check
 	}{
 		{lab.Command{Name: "poweroff", Args: guestRun("poweroff")},
-			check{0, []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
+			check{[]string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
 		{lab.Command{Name: "gzip-image", Args: append(guestRun("poweroff"), "--kernel", "/guest/Image.gz")},
-			check{0, []string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
+			check{[]string{"SQUIB-GUEST-INIT", "SQUIB-GUEST-POWEROFF"}, ""}},
 		{lab.Command{Name: "smp2", Args: guestRun("cpus", "--cpus", "2", "--log-level", "info")},
-			check{0, []string{"SQUIB-GUEST-NPROC=2", "SQUIB-GUEST-CPUS-ONLINE=0-1", `msg="vCPU powered on" vcpu=1`}, ""}},
+			check{[]string{"SQUIB-GUEST-NPROC=2", "SQUIB-GUEST-CPUS-ONLINE=0-1", `msg="vCPU powered on" vcpu=1`}, ""}},
 		{lab.Command{Name: "console-input", Args: []string{"/bin/sh", "-c", consoleInput}},
-			check{0, []string{"SQUIB-STDIN-42"}, ""}},
+			check{[]string{"SQUIB-STDIN-42"}, ""}},
 		{lab.Command{Name: "console-file", Args: []string{"/bin/sh", "-c",
 			`/squibd run --kernel /guest/Image --initrd /guest/initrd.gz --console file:/tmp/console.log \
 			  --cmdline "console=ttyAMA0 squib.test=poweroff" >/tmp/stdout.log; s=$?;
 			 grep -c SQUIB-GUEST-INIT /tmp/stdout.log; sed 's/^/FILE:/' /tmp/console.log; exit $s`}},
-			check{0, []string{"0\n", "FILE:SQUIB-GUEST-INIT", "FILE:SQUIB-GUEST-POWEROFF"}, ""}},
-		{lab.Command{Name: "reboot", Args: guestRun("reboot")},
-			check{3, []string{"SQUIB-GUEST-REBOOT"}, ""}},
-		{lab.Command{Name: "bad-image", Args: []string{"/squibd", "run", "--kernel", "/bin/busybox"}},
-			check{1, nil, "not an arm64 Linux Image"}},
-		{lab.Command{Name: "missing-kernel", Args: []string{"/squibd", "run", "--kernel", "/guest/nope"}},
-			check{1, nil, "no such file or directory"}},
-		{lab.Command{Name: "missing-initrd", Args: []string{"/squibd", "run", "--kernel", "/guest/Image", "--initrd", "/nope"}},
-			check{1, nil, "--initrd: open /nope: no such file or directory"}},
-		{lab.Command{Name: "small-memory", Args: guestRun("poweroff", "--memory", "4")},
-			check{1, nil, "memory too small"}},
-		{lab.Command{Name: "zero-cpus", Args: guestRun("poweroff", "--cpus", "0")},
-			check{1, nil, "--cpus 0: a VM needs at least one vCPU"}},
-		{lab.Command{Name: "too-many-cpus", Args: guestRun("poweroff", "--cpus", "124")},
-			check{1, nil, "at most 123"}},
+			check{[]string{"0\n", "FILE:SQUIB-GUEST-INIT", "FILE:SQUIB-GUEST-POWEROFF"}, ""}},
+		{lab.Command{Name: "reboot", Args: guestRun("reboot"), Want: 3},
+			check{[]string{"SQUIB-GUEST-REBOOT"}, ""}},
+		{lab.Command{Name: "bad-image", Args: []string{"/squibd", "run", "--kernel", "/bin/busybox"}, Want: 1},
+			check{nil, "not an arm64 Linux Image"}},
+		{lab.Command{Name: "missing-kernel", Args: []string{"/squibd", "run", "--kernel", "/guest/nope"}, Want: 1},
+			check{nil, "no such file or directory"}},
+		{lab.Command{Name: "missing-initrd", Args: []string{"/squibd", "run", "--kernel", "/guest/Image", "--initrd", "/nope"}, Want: 1},
+			check{nil, "--initrd: open /nope: no such file or directory"}},
+		{lab.Command{Name: "small-memory", Args: guestRun("poweroff", "--memory", "4"), Want: 1},
+			check{nil, "memory too small"}},
+		{lab.Command{Name: "zero-cpus", Args: guestRun("poweroff", "--cpus", "0"), Want: 1},
+			check{nil, "--cpus 0: a VM needs at least one vCPU"}},
+		{lab.Command{Name: "too-many-cpus", Args: guestRun("poweroff", "--cpus", "124"), Want: 1},
+			check{nil, "at most 123"}},
 		{lab.Command{Name: "no-kvm", Args: []string{"/bin/sh", "-c",
-			"mv /dev/kvm /dev/kvm.off; /squibd run --kernel /guest/Image; s=$?; mv /dev/kvm.off /dev/kvm; exit $s"}},
-			check{1, nil, "no usable hypervisor: /dev/kvm does not exist"}},
+			"mv /dev/kvm /dev/kvm.off; /squibd run --kernel /guest/Image; s=$?; mv /dev/kvm.off /dev/kvm; exit $s"}, Want: 1},
+			check{nil, "no usable hypervisor: /dev/kvm does not exist"}},
 	}
 	cmds := make([]lab.Command, len(scenarios))
 	for i, s := range scenarios {
@@ -94,8 +116,8 @@ func bootScenarios(t *testing.T, ps lab.PageSize) {
 	results := lab.Run(t, lab.Options{PageSize: ps, Commands: cmds})
 	for i, r := range results {
 		s := scenarios[i]
-		if r.ExitCode != s.status {
-			t.Errorf("%s: exit status %d, want %d\n%s", r.Name, r.ExitCode, s.status, r.Output)
+		if r.ExitCode != s.cmd.Want {
+			t.Errorf("%s: exit status %d, want %d (%s)\n%s", r.Name, r.ExitCode, s.cmd.Want, why(r.Output), r.Output)
 			continue
 		}
 		for _, w := range s.want {
@@ -124,7 +146,7 @@ func TestBootInKernelPSCI(t *testing.T) {
 	results := lab.Run(t, lab.Options{Linux61: true, Commands: []lab.Command{
 		{Name: "uname", Args: []string{"uname", "-r"}},
 		{Name: "smp2", Args: guestRun("cpus", "--cpus", "2", "--log-level", "info")},
-		{Name: "reboot", Args: guestRun("reboot")},
+		{Name: "reboot", Args: guestRun("reboot"), Want: 3},
 	}})
 	if r := results[0]; !strings.HasPrefix(r.Output, "6.1.") {
 		t.Fatalf("L1 runs Linux %q, want 6.1", r.Output)
@@ -140,9 +162,9 @@ func TestBootInKernelPSCI(t *testing.T) {
 		t.Errorf("smp2: squib's PSCI powered vCPU 1 on, though KVM handles PSCI here\n%s", r.Output)
 	}
 	if r.ExitCode != 0 {
-		t.Errorf("smp2: exit status %d, want 0 (SYSTEM_OFF)\n%s", r.ExitCode, r.Output)
+		t.Errorf("smp2: exit status %d, want 0 (SYSTEM_OFF; %s)\n%s", r.ExitCode, why(r.Output), r.Output)
 	}
 	if r := results[2]; r.ExitCode != 3 || !strings.Contains(r.Output, "SQUIB-GUEST-REBOOT") {
-		t.Errorf("reboot: exit status %d, want 3 (SYSTEM_RESET)\n%s", r.ExitCode, r.Output)
+		t.Errorf("reboot: exit status %d, want 3 (SYSTEM_RESET; %s)\n%s", r.ExitCode, why(r.Output), r.Output)
 	}
 }

@@ -31,7 +31,7 @@ func TestSnapshot(t *testing.T) {
 			for i, check := range []func(*testing.T, string){checkRestore, checkDiff, checkBadInput, checkPSCI} {
 				t.Run(scripts[i], func(t *testing.T) {
 					if rs[i].ExitCode != 0 {
-						t.Fatalf("%s.sh exited %d\n%s", scripts[i], rs[i].ExitCode, rs[i].Output)
+						t.Fatalf("%s.sh exited %d: %s\n%s", scripts[i], rs[i].ExitCode, why(rs[i].Output), rs[i].Output)
 					}
 					check(t, rs[i].Output)
 					if t.Failed() {

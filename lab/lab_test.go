@@ -4,13 +4,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
 
 // TestL1Boots boots L1 with each page size and checks, through the harness,
 // that /dev/kvm is there and that output, stderr, stdin, exit statuses and
-// extra files come back intact.
+// extra files come back intact. A command that exits with a status other
+// than its Want is run again in a fresh L1: the failed run is logged, the
+// second returned.
 func TestL1Boots(t *testing.T) {
 	Require(t)
 	extra := filepath.Join(t.TempDir(), "extra")
@@ -19,13 +22,15 @@ func TestL1Boots(t *testing.T) {
 	}
 	for _, page := range []PageSize{Page4K, Page16K} {
 		t.Run(fmt.Sprintf("%dK", page), func(t *testing.T) {
-			res := Run(t, Options{
+			rec := &logRecorder{TB: t}
+			res := Run(rec, Options{
 				PageSize: page,
 				NoSquibd: true,
 				Files:    map[string]string{"/data/extra": extra},
 				Commands: []Command{
 					{Name: "kvm", Args: []string{"/bin/sh", "-c", "test -c /dev/kvm && echo kvm ok"}},
-					{Name: "status", Args: []string{"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}},
+					{Name: "status", Args: []string{"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}, Want: 7},
+					{Name: "rerun", Args: []string{"/bin/sh", "-c", "cat /proc/sys/kernel/random/boot_id; exit 5"}},
 					{Name: "stdin", Args: []string{"cat"}, Stdin: "line 1\nno newline"},
 					{Name: "files", Args: []string{"cat", "/data/extra"}},
 					{Name: "guest", Args: []string{"ls", "/guest"}},
@@ -34,6 +39,7 @@ func TestL1Boots(t *testing.T) {
 			want := []Result{
 				{Name: "kvm", Output: "kvm ok\n"},
 				{Name: "status", Output: "out\nerr\n", Stderr: "err\n", ExitCode: 7},
+				{Name: "rerun", Output: res[2].Output, ExitCode: 5},
 				{Name: "stdin", Output: "line 1\nno newline"},
 				{Name: "files", Output: "extra file\n"},
 				{Name: "guest", Output: "Image\nImage.gz\ninitrd.gz\n"},
@@ -43,8 +49,27 @@ func TestL1Boots(t *testing.T) {
 					t.Errorf("result %d:\n got %+v\nwant %+v", i, res[i], want[i])
 				}
 			}
+			// The rerun's L1 is not the first one: it has another boot ID.
+			logged := strings.Join(rec.logs, "\n")
+			first := regexp.MustCompile(`rerun exited 5, not 0: running it once more in a fresh L1; the first run's output ends:\n(\S+)`).FindStringSubmatch(logged)
+			second := strings.TrimSpace(res[2].Output)
+			if first == nil || len(second) != 36 || first[1] == second {
+				t.Errorf("rerun: want a logged first run and a second run in another L1; log:\n%s\nsecond run's boot ID: %q", logged, second)
+			}
 		})
 	}
+}
+
+// logRecorder keeps what Run logs, and passes it on.
+type logRecorder struct {
+	testing.TB
+	logs []string
+}
+
+func (r *logRecorder) Logf(format string, args ...any) {
+	r.TB.Helper()
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
+	r.TB.Logf(format, args...)
 }
 
 func TestParse(t *testing.T) {

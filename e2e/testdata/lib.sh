@@ -60,10 +60,19 @@ sums() {
 		awk -v from="$2" -F'[= ]' '$2 >= from { print $NF }' | sort -u
 }
 
-# fail CODE NAME...: print the named squibds' output and exit with CODE.
+# fail CODE NAME...: exit with CODE after printing, for each named squibd,
+# one line saying how it stands (the test puts the first on its first line,
+# which is what a CI summary shows), then the tail of its output.
 fail() {
 	code=$1
 	shift
+	local n pid how trouble
+	for n in "$@"; do
+		pid=$(eval echo "\$pid_$n")
+		if kill -0 "$pid" 2>/dev/null; then how=running; else wait "$pid"; how="exited $?"; fi
+		trouble=$(grep -m1 -E 'Kernel panic|Oops|Unable to handle|failed to come online|rcu.*stall' /tmp/$n.out)
+		echo "FAIL $code: squibd $n $how; last line: $(grep -v '^[[:space:]]*$' /tmp/$n.out | tail -1)${trouble:+; guest: $trouble}"
+	done
 	for n in "$@"; do
 		echo "--- /tmp/$n.out"
 		tail -40 /tmp/$n.out
