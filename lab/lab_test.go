@@ -90,7 +90,7 @@ SQUIB-L1-ERR 1 b29wcwo=
 SQUIB-L1-EXIT 1 139
 SQUIB-L1-DONE
 `, "\n", "\r\n")
-	got, err := parse(console, cmds, Page16K)
+	got, err := parse(console, cmds, Page16K, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +112,41 @@ SQUIB-L1-DONE
 		{"garbled", "SQUIB-L1-BOOTED uptime=1 pagesize=16\nSQUIB-L1-OUT 0 a[ 3.1] x\nSQUIB-L1-EXIT 0 0\nSQUIB-L1-EXIT 1 0\n", "garbled"},
 		{"not done", "SQUIB-L1-BOOTED uptime=1 pagesize=16\nSQUIB-L1-EXIT 0 0\nSQUIB-L1-EXIT 1 0\n", "did not finish its scenario"},
 	} {
-		if _, err := parse(tc.console, cmds, Page16K); err == nil || !strings.Contains(err.Error(), tc.err) {
+		if _, err := parse(tc.console, cmds, Page16K, false); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.err)
 		}
+	}
+}
+
+// TestParseCutOff: when the L1 run timed out, the command it cut off gets
+// what it printed on the console, and it and the commands never reached are
+// Unfinished.
+func TestParseCutOff(t *testing.T) {
+	cmds := []Command{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+	console := strings.ReplaceAll(`SQUIB-L1-BOOTED uptime=2.53 pagesize=4
+SQUIB-L1-BEGIN 0 a
+SQUIB-L1-OUT 0 aGkK
+SQUIB-L1-EXIT 0 0
+SQUIB-L1-BEGIN 1 b
+Booting Linux on physical CPU 0x0000000000
+rcu: Hierarchical SRCU implementation.
+`, "\n", "\r\n")
+	got, err := parse(console, cmds, Page4K, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Result{
+		{Name: "a", Output: "hi\n"},
+		{Name: "b", Output: "Booting Linux on physical CPU 0x0000000000\nrcu: Hierarchical SRCU implementation.\n", ExitCode: Unfinished},
+		{Name: "c", ExitCode: Unfinished},
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("result %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+	if _, err := parse(console, cmds, Page4K, false); err == nil {
+		t.Error("a run that was not cut off but did not finish parsed without error")
 	}
 }
 
