@@ -12,8 +12,8 @@ import (
 // TestL1Boots boots L1 with each page size and checks, through the harness,
 // that /dev/kvm is there and that output, stderr, stdin, exit statuses and
 // extra files come back intact. A command that exits with a status other
-// than its Want is run again in a fresh L1: the failed run is logged, the
-// second returned.
+// than its Want makes Run log it and run the commands again in a fresh L1,
+// whose results it returns.
 func TestL1Boots(t *testing.T) {
 	Require(t)
 	extra := filepath.Join(t.TempDir(), "extra")
@@ -51,7 +51,7 @@ func TestL1Boots(t *testing.T) {
 			}
 			// The rerun's L1 is not the first one: it has another boot ID.
 			logged := strings.Join(rec.logs, "\n")
-			first := regexp.MustCompile(`rerun exited 5, not 0: running it once more in a fresh L1; the first run's output ends:\n(\S+)`).FindStringSubmatch(logged)
+			first := regexp.MustCompile(`rerun exited 5, not 0; its output ends:\n(\S+)`).FindStringSubmatch(logged)
 			second := strings.TrimSpace(res[2].Output)
 			if first == nil || len(second) != 36 || first[1] == second {
 				t.Errorf("rerun: want a logged first run and a second run in another L1; log:\n%s\nsecond run's boot ID: %q", logged, second)

@@ -78,9 +78,9 @@ type Options struct {
 // console, if L1 does not boot, has no /dev/kvm, runs with the wrong page
 // size or does not finish in time.
 //
-// A command that exits with another status than its Want, or that the
-// timeout cuts off or never reaches, runs once more, in a fresh L1, and its
-// second Result is returned; Run logs the first. Guests under this much
+// If a command exits with another status than its Want, or the timeout cuts
+// it off or it is never reached, Run logs it and runs all the commands once
+// more, in a fresh L1, and returns the second run's Results. Guests under this much
 // emulation (QEMU TCG running L1's KVM) have failed now and then in ways no
 // rerun reproduced (a guest kernel oops, guests that stopped making
 // progress); a fault of squibd's own fails both runs.
@@ -117,9 +117,7 @@ func Run(t testing.TB, opts Options) []Result {
 		}
 	}
 	results := runL1(t, opts, dir, false)
-	var again []int
-	rerun := opts
-	rerun.Commands = nil
+	again := false
 	for i, r := range results {
 		c := opts.Commands[i]
 		if r.ExitCode == c.Want {
@@ -129,14 +127,13 @@ func Run(t testing.TB, opts Options) []Result {
 		if r.ExitCode == Unfinished {
 			how = "did not finish"
 		}
-		t.Logf("lab: %s %s: running it once more in a fresh L1; the first run's output ends:\n%s", c.Name, how, tail(r.Output))
-		again = append(again, i)
-		rerun.Commands = append(rerun.Commands, c)
+		t.Logf("lab: %s %s; its output ends:\n%s", c.Name, how, tail(r.Output))
+		again = true
 	}
-	if len(again) > 0 {
-		for k, r := range runL1(t, rerun, dir, true) {
-			results[again[k]] = r
-		}
+	if again {
+		// All of them: a command may use files an earlier one made.
+		t.Logf("lab: running the %d commands once more, in a fresh L1", len(opts.Commands))
+		results = runL1(t, opts, dir, true)
 	}
 	return results
 }
