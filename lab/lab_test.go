@@ -44,11 +44,7 @@ func TestL1Boots(t *testing.T) {
 				{Name: "files", Output: "extra file\n"},
 				{Name: "guest", Output: "Image\nImage.gz\ninitrd.gz\n"},
 			}
-			for i := range want {
-				if res[i] != want[i] {
-					t.Errorf("result %d:\n got %+v\nwant %+v", i, res[i], want[i])
-				}
-			}
+			checkResults(t, res, want)
 			// The rerun's L1 is not the first one: it has another boot ID.
 			logged := strings.Join(rec.logs, "\n")
 			first := regexp.MustCompile(`rerun exited 5, not 0; its output ends:\n(\S+)`).FindStringSubmatch(logged)
@@ -57,6 +53,18 @@ func TestL1Boots(t *testing.T) {
 				t.Errorf("rerun: want a logged first run and a second run in another L1; log:\n%s\nsecond run's boot ID: %q", logged, second)
 			}
 		})
+	}
+}
+
+func checkResults(t *testing.T, got, want []Result) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d results, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("result %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
 	}
 }
 
@@ -98,11 +106,7 @@ SQUIB-L1-DONE
 		{Name: "a", Output: "hello\n"},
 		{Name: "b", Output: "oops\n", Stderr: "oops\n", ExitCode: 139},
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("result %d:\n got %+v\nwant %+v", i, got[i], want[i])
-		}
-	}
+	checkResults(t, got, want)
 
 	for _, tc := range []struct{ name, console, err string }{
 		{"no boot", "kernel panic\n", "did not boot"},
@@ -140,11 +144,7 @@ rcu: Hierarchical SRCU implementation.
 		{Name: "b", Output: "Booting Linux on physical CPU 0x0000000000\nrcu: Hierarchical SRCU implementation.\n", ExitCode: Unfinished},
 		{Name: "c", ExitCode: Unfinished},
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("result %d:\n got %+v\nwant %+v", i, got[i], want[i])
-		}
-	}
+	checkResults(t, got, want)
 	if _, err := parse(console, cmds, Page4K, false); err == nil {
 		t.Error("a run that was not cut off but did not finish parsed without error")
 	}
