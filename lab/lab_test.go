@@ -22,6 +22,8 @@ func TestL1Boots(t *testing.T) {
 	}
 	for _, page := range []PageSize{Page4K, Page16K} {
 		t.Run(fmt.Sprintf("%dK", page), func(t *testing.T) {
+			reruns := filepath.Join(t.TempDir(), "reruns")
+			t.Setenv("SQUIB_LAB_RERUN_LOG", reruns)
 			rec := &logRecorder{TB: t}
 			res := Run(rec, Options{
 				PageSize: page,
@@ -51,6 +53,10 @@ func TestL1Boots(t *testing.T) {
 			second := strings.TrimSpace(res[2].Output)
 			if first == nil || len(second) != 36 || first[1] == second {
 				t.Errorf("rerun: want a logged first run and a second run in another L1; log:\n%s\nsecond run's boot ID: %q", logged, second)
+			}
+			noted, err := os.ReadFile(reruns)
+			if want := t.Name() + ": rerun exited 5, not 0; its last line: " + first[1] + "\n"; first != nil && string(noted) != want {
+				t.Errorf("$SQUIB_LAB_RERUN_LOG holds %q (%v), want %q", noted, err, want)
 			}
 		})
 	}

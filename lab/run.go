@@ -128,6 +128,7 @@ func Run(t testing.TB, opts Options) []Result {
 			how = "did not finish"
 		}
 		t.Logf("lab: %s %s; its output ends:\n%s", c.Name, how, tail(r.Output))
+		noteRerun(t, fmt.Sprintf("%s: %s %s; its last line: %s", t.Name(), c.Name, how, lastLine(r.Output)))
 		again = true
 	}
 	if again {
@@ -136,6 +137,29 @@ func Run(t testing.TB, opts Options) []Result {
 		results = runL1(t, opts, dir, true)
 	}
 	return results
+}
+
+// noteRerun appends line to the file $SQUIB_LAB_RERUN_LOG names, if any:
+// test.sh prints it after the tests, since go test shows the logs of
+// passing tests only with -v.
+func noteRerun(t testing.TB, line string) {
+	name := os.Getenv("SQUIB_LAB_RERUN_LOG")
+	if name == "" {
+		return
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err == nil {
+		_, err = fmt.Fprintln(f, line)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		t.Errorf("lab: noting the rerun in $SQUIB_LAB_RERUN_LOG: %v", err)
+	}
+}
+
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // runL1 runs opts.Commands in one L1 whose extra files are in dir. If the
