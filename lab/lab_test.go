@@ -156,6 +156,19 @@ rcu: Hierarchical SRCU implementation.
 	}
 }
 
+func TestLastLine(t *testing.T) {
+	for out, want := range map[string]string{
+		"":       "",
+		"a\nb\n": "b",
+		"a\nb\nqemu-system-aarch64: terminating on signal 15 from pid 1 (timeout)\n": "b",
+		"qemu-system-aarch64: terminating on signal 15 from pid 1 (timeout)\n":       "qemu-system-aarch64: terminating on signal 15 from pid 1 (timeout)",
+	} {
+		if got := lastLine(out); got != want {
+			t.Errorf("lastLine(%q) = %q, want %q", out, got, want)
+		}
+	}
+}
+
 // TestLockupWatch: the L1 kernel's timestamped lockup reports close the
 // watcher's lockup channel, however the console is split into writes; a
 // guest's messages (no timestamps) and ordinary L1 lines do not.

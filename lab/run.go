@@ -157,8 +157,13 @@ func noteRerun(t testing.TB, line string) {
 	}
 }
 
+// lastLine returns the last line of a command's output that QEMU did not
+// print (a cut-off command's output ends with QEMU's own last words).
 func lastLine(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i > 0 && strings.HasPrefix(lines[i], "qemu-system-aarch64:"); i-- {
+		lines = lines[:i]
+	}
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
