@@ -18,7 +18,8 @@ func guestRun(test string, extra ...string) []string {
 	return append(args, extra...)
 }
 
-// guestTrouble matches the guest kernel's lines that explain a failed run.
+// guestTrouble matches the guest kernel's lines that explain a failed run;
+// testdata/lib.sh's fail greps for the same lines in the scenarios' logs.
 var guestTrouble = regexp.MustCompile(`Kernel panic|Oops|Unable to handle|failed to come online|rcu.*stall`)
 
 // why returns the line of a lab command's output that best explains its

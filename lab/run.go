@@ -80,10 +80,10 @@ type Options struct {
 //
 // If a command exits with another status than its Want, or the timeout cuts
 // it off or it is never reached, Run logs it and runs all the commands once
-// more, in a fresh L1, and returns the second run's Results. Guests under this much
-// emulation (QEMU TCG running L1's KVM) have failed now and then in ways no
-// rerun reproduced (a guest kernel oops, guests that stopped making
-// progress); a fault of squibd's own fails both runs.
+// more, in a fresh L1, and returns the second run's Results. Guests under
+// this much emulation (QEMU TCG running L1's KVM) have failed now and then
+// in ways no rerun reproduced (a guest kernel oops, guests that stopped
+// making progress); a fault of squibd's own fails both runs.
 func Run(t testing.TB, opts Options) []Result {
 	t.Helper()
 	if opts.PageSize == 0 {

@@ -62,7 +62,8 @@ sums() {
 
 # fail CODE NAME...: exit with CODE after printing, for each named squibd,
 # one line saying how it stands (the test puts the first on its first line,
-# which is what a CI summary shows), then the tail of its output.
+# which is what a CI summary shows), then the tail of its output. The guest
+# trouble it looks for is e2e's guestTrouble (boot_test.go).
 fail() {
 	code=$1
 	shift
