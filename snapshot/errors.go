@@ -21,6 +21,7 @@ var (
 	ErrNoMemory    = errors.New("memory file missing")             // the memory file cannot be opened
 	ErrMismatch    = errors.New("memory file does not match")      // a memory file of another snapshot
 	ErrParent      = errors.New("diff does not apply to its base") // broken diff chain
+	ErrHost        = errors.New("saved on an incompatible host")   // the ID-register rule, or registers this hypervisor lacks
 )
 
 // FormatError reports a problem with one snapshot file.
