@@ -7,16 +7,23 @@ import (
 
 // StateVCPU is implemented by vCPUs whose state can be saved and restored.
 // Both methods run on the vCPU's own thread while it is not running (HVF
-// allows nothing else). A register the backend cannot read is left out of
-// the saved state; restoring leaves such a register at its reset value.
+// allows nothing else). A backend saves every register it can name (KVM:
+// every register KVM_GET_REG_LIST lists); one it names but cannot read is
+// an error, never an omission.
 type StateVCPU interface {
 	// SaveState reads the vCPU's architectural state. A pending MMIO
 	// completion is applied first, so the state is at an instruction
-	// boundary. Power is left to the caller (the VMM owns PSCI state).
+	// boundary. Power is the backend's view (KVM's MP state), which the
+	// VMM replaces with its own PSCI state unless the VM's PSCI is in the
+	// kernel (VM.InKernelPSCI).
 	SaveState() (snapshot.VCPU, error)
 	// RestoreState writes a saved state into a vCPU created for it (same
 	// index, not yet run), including its timer and, VM-wide, the guest's
-	// virtual counter, which continues from the saved Timer.Counter.
+	// virtual counter, which continues from the saved Timer.Counter, and
+	// its power (Power: the restore policy's, which the VMM sets; a vCPU
+	// restored Off waits for CPU_ON). A state this host cannot hold
+	// exactly (another CPU model, registers this hypervisor lacks) is
+	// refused before anything is written.
 	RestoreState(snapshot.VCPU) error
 }
 

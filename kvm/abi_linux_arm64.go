@@ -11,11 +11,14 @@ const (
 	kvmGetDirtyLog         = 0x4010AE42
 	kvmSetUserMemoryRegion = 0x4020AE46
 	kvmIRQLine             = 0x4008AE61
+	kvmGetMPState          = 0x8004AE98
+	kvmSetMPState          = 0x4004AE99
 	kvmRun                 = 0xAE80
 	kvmGetOneReg           = 0x4010AEAB
 	kvmSetOneReg           = 0x4010AEAC
 	kvmARMVCPUInit         = 0x4020AEAE
 	kvmARMPreferredTarget  = 0x8020AEAF
+	kvmGetRegList          = 0xC008AEB0
 	kvmCreateDevice        = 0xC00CAEE0
 	kvmSetDeviceAttr       = 0x4018AEE1
 	kvmGetDeviceAttr       = 0x4018AEE2 // _IOW, like SET
@@ -32,6 +35,8 @@ const (
 	capARMPSCI02     = 102
 	capImmediateExit = 136
 	capARMVMIPASize  = 165
+	capPtrAuthAddr   = 171 // KVM_CAP_ARM_PTRAUTH_ADDRESS
+	capPtrAuthGen    = 172 // KVM_CAP_ARM_PTRAUTH_GENERIC
 )
 
 // kvm_run layout (§1.6): byte offsets into the mmap'd vCPU page.
@@ -67,8 +72,16 @@ const (
 
 // kvm_vcpu_init features[0] bits (§1.8).
 const (
-	featurePowerOff = 1 << 0
-	featurePSCI02   = 1 << 2
+	featurePowerOff    = 1 << 0
+	featurePSCI02      = 1 << 2
+	featurePtrAuthAddr = 1 << 5 // requested together with featurePtrAuthGen (api.rst)
+	featurePtrAuthGen  = 1 << 6
+)
+
+// KVM_GET/SET_MP_STATE values (§1.11).
+const (
+	mpStateRunnable = 0
+	mpStateStopped  = 5
 )
 
 // Device types and vGICv3 attributes (arch/arm64/include/uapi/asm/kvm.h).
@@ -87,14 +100,6 @@ const (
 	vmSMCCCCtrl          = 0 // attribute group on the VM fd
 	vmSMCCCFilter        = 0 // attribute
 	smcccFilterFwdToUser = 2
-)
-
-// Register IDs for KVM_GET/SET_ONE_REG (§1.9): core registers are
-// 0x6030_0000_0010_0000 | offset-in-kvm_regs/4.
-const (
-	regX0     = 0x6030000000100000
-	regPC     = 0x6030000000100040
-	regPSTATE = 0x6030000000100042
 )
 
 // pstateEL1hMasked is EL1h with D, A, I and F masked (booting.rst).

@@ -19,7 +19,8 @@ type Hypervisor struct {
 	fd       int
 	mmapSize int
 	maxVCPUs int
-	maxIPA   int // 0: the host only offers the default 40-bit IPA
+	maxIPA   int  // 0: the host only offers the default 40-bit IPA
+	ptrAuth  bool // address and generic pointer authentication for guests
 }
 
 // Open opens /dev/kvm and checks that it is usable.
@@ -54,6 +55,10 @@ func Open() (*Hypervisor, error) {
 	}
 	h.maxVCPUs = min(max(h.maxVCPUs, 1), gic.MaxVCPUs())
 	h.maxIPA, _ = ioctl(fd, kvmCheckExtension, capARMVMIPASize)
+	// Both or neither: KVM refuses a vCPU asking for one of the two.
+	addr, _ := ioctl(fd, kvmCheckExtension, capPtrAuthAddr)
+	gen, _ := ioctl(fd, kvmCheckExtension, capPtrAuthGen)
+	h.ptrAuth = addr > 0 && gen > 0
 	return h, nil
 }
 
@@ -73,10 +78,9 @@ type VM struct {
 	gicFd        int // the vGICv3 device, -1 before Ready
 
 	mu         sync.Mutex
-	vcpus      int    // created so far
-	counterSet bool   // a restored vCPU has set the guest's virtual counter
-	counter    uint64 // the largest saved counter set so far
-	dirtyBlock uint64 // TrackDirty's block size, 0 when not tracking
+	vcpus      int               // created so far
+	counters   map[uint64]uint64 // counter register id -> the largest saved value a restore has set
+	dirtyBlock uint64            // TrackDirty's block size, 0 when not tracking
 }
 
 // NewVM creates the VM, maps guest RAM and installs the SMCCC filter.

@@ -1,9 +1,12 @@
 package kvm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
+	"slices"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -16,34 +19,12 @@ import (
 // the dirty-bitmap conversion. Sources: kvm-arm64.md §1.9, §1.12, §2.2-§2.3;
 // ARM IHI 0069 §12 (GICD/GICR register offsets).
 
-// savedSysRegs are the system registers SaveState keeps in snapshot.VCPU.Sys:
-// the EL1 state a Linux guest needs to continue. SP_EL0, SP_EL1, ELR_EL1 and
-// SPSR_EL1 are core registers, the timer and MPIDR have fields of their own.
-var savedSysRegs = []uint16{
-	snapshot.SysReg(3, 0, 1, 0, 0),  // SCTLR_EL1
-	snapshot.SysReg(3, 0, 1, 0, 2),  // CPACR_EL1
-	snapshot.SysReg(3, 0, 2, 0, 0),  // TTBR0_EL1
-	snapshot.SysReg(3, 0, 2, 0, 1),  // TTBR1_EL1
-	snapshot.SysReg(3, 0, 2, 0, 2),  // TCR_EL1
-	snapshot.SysReg(3, 0, 5, 1, 0),  // AFSR0_EL1
-	snapshot.SysReg(3, 0, 5, 1, 1),  // AFSR1_EL1
-	snapshot.SysReg(3, 0, 5, 2, 0),  // ESR_EL1
-	snapshot.SysReg(3, 0, 6, 0, 0),  // FAR_EL1
-	snapshot.SysReg(3, 0, 7, 4, 0),  // PAR_EL1
-	snapshot.SysReg(3, 0, 10, 2, 0), // MAIR_EL1
-	snapshot.SysReg(3, 0, 10, 3, 0), // AMAIR_EL1
-	snapshot.SysReg(3, 0, 12, 0, 0), // VBAR_EL1
-	snapshot.SysReg(3, 0, 13, 0, 1), // CONTEXTIDR_EL1
-	snapshot.SysReg(3, 0, 13, 0, 4), // TPIDR_EL1
-	snapshot.SysReg(3, 0, 14, 1, 0), // CNTKCTL_EL1
-	snapshot.SysReg(3, 2, 0, 0, 0),  // CSSELR_EL1
-	snapshot.SysReg(3, 3, 13, 0, 2), // TPIDR_EL0
-	snapshot.SysReg(3, 3, 13, 0, 3), // TPIDRRO_EL0
-	snapshot.SysReg(2, 0, 0, 2, 2),  // MDSCR_EL1
-}
-
-// ONE_REG ids (kvm-arm64.md §1.9).
+// ONE_REG ids (kvm-arm64.md §1.9). An id is KVM_REG_ARM64 | size | coproc
+// | index; the size field (bits 55:52) is log2 of the value's bytes.
 const (
+	regX0       = 0x6030000000100000 // core registers: 0x6030_0000_0010_0000 | offset-in-kvm_regs/4
+	regPC       = 0x6030000000100040
+	regPSTATE   = 0x6030000000100042
 	regSysBase  = 0x6030000000130000 // | encoding
 	regSP       = 0x603000000010003E // SP_EL0 (user_pt_regs.sp)
 	regSPEL1    = 0x6030000000100044
@@ -59,7 +40,243 @@ const (
 	// (the constants were swapped by accident and are ABI now).
 	regTimerCNT  = 0x603000000013DF1A
 	regTimerCVAL = 0x603000000013DF02
+	// The physical timer (Linux 6.4+): PTIMER_CNT is CNTPCT_EL0.
+	regPTimerCTL  = 0x603000000013DF11
+	regPTimerCVAL = 0x603000000013DF12
+	regPTimerCNT  = 0x603000000013DF01
+
+	regArch64    = 0x6000000000000000
+	regCoproc    = 0x000000000FFF0000
+	coprocCore   = 0x0010 << 16
+	coprocDemux  = 0x0011 << 16
+	coprocSys    = 0x0013 << 16
+	coprocFW     = 0x0014 << 16
+	maxRegBytes  = 256 // U2048, the largest size an id can give (SVE Z registers)
+	maxRegsSaved = 4096
 )
+
+// regSize is the byte size of register id's value.
+func regSize(id uint64) int { return 1 << (id >> 52 & 0xf) }
+
+// validRegID reports whether id is an arm64 ONE_REG id with a size this
+// package handles.
+func validRegID(id uint64) bool {
+	return id&0xff00000000000000 == regArch64 && regSize(id) <= maxRegBytes
+}
+
+// regName spells register id for a message.
+func regName(id uint64) string {
+	switch id & regCoproc {
+	case coprocCore:
+		return fmt.Sprintf("core register %#x", id)
+	case coprocSys:
+		if id>>52&0xf == 3 {
+			return snapshot.SysRegLabel(uint16(id))
+		}
+	case coprocDemux:
+		return fmt.Sprintf("CCSIDR_EL1 for CSSELR %d (%#x)", id&0xff, id)
+	case coprocFW:
+		return fmt.Sprintf("firmware register %d (%#x)", id&0xffff, id)
+	}
+	return fmt.Sprintf("register %#x", id)
+}
+
+// kvmReg is one register as KVM_GET_REG_LIST names it and ONE_REG
+// transfers it: the value's bytes, as many as the id's size.
+type kvmReg struct {
+	ID  uint64 `cbor:"1,keyasint"`
+	Val []byte `cbor:"2,keyasint"`
+}
+
+// vcpuBlob is what snapshot.VCPU.Backend holds for the kvm backend: the
+// KVM_ARM_VCPU_INIT features the vCPU was created with (POWER_OFF cleared,
+// as Firecracker keeps them) and the registers KVM listed that have no place
+// in snapshot.VCPU's fields or Sys map (AArch32 banked SPSRs, CCSIDR values,
+// firmware pseudo-registers, ...).
+type vcpuBlob struct {
+	Version  int       `cbor:"1,keyasint"` // vcpuBlobVersion
+	Features [7]uint32 `cbor:"2,keyasint"`
+	Regs     []kvmReg  `cbor:"3,keyasint"`
+}
+
+const vcpuBlobVersion = 1
+
+// field returns the field of s that holds register id: lo, and hi for
+// the upper half of a V register (a U32 register is the low half of lo),
+// or nil when id has no field of its own.
+func field(s *snapshot.VCPU, id uint64) (lo, hi *uint64) {
+	switch {
+	case id >= regX0 && id <= regX0+2*30 && (id-regX0)%2 == 0:
+		return &s.X[(id-regX0)/2], nil
+	case id >= regV0 && id <= regV0+4*31 && (id-regV0)%4 == 0:
+		v := &s.V[(id-regV0)/4]
+		return &v[0], &v[1]
+	}
+	switch id {
+	case regSP:
+		return &s.SP_EL0, nil
+	case regPC:
+		return &s.PC, nil
+	case regPSTATE:
+		return &s.PSTATE, nil
+	case regSPEL1:
+		return &s.SP_EL1, nil
+	case regELREL1:
+		return &s.ELR_EL1, nil
+	case regSPSREL1:
+		return &s.SPSR_EL1, nil
+	case regFPSR:
+		return &s.FPSR, nil
+	case regFPCR:
+		return &s.FPCR, nil
+	case regMPIDR:
+		return &s.MPIDR, nil
+	case regTimerCTL:
+		return &s.Timer.CTL, nil
+	case regTimerCVAL:
+		return &s.Timer.CVAL, nil
+	case regTimerCNT:
+		return &s.Timer.Counter, nil
+	}
+	return nil, nil
+}
+
+// inSys reports whether register id is kept in snapshot.VCPU.Sys: a 64-bit
+// system register without a field of its own.
+func inSys(id uint64) bool {
+	return id&^0xffff == regSysBase && id != regMPIDR && id != regTimerCTL && id != regTimerCVAL && id != regTimerCNT
+}
+
+// neutralIDs are the ids of snapshot.VCPU's register fields, which KVM
+// always lists.
+var neutralIDs = func() []uint64 {
+	var ids []uint64
+	for i := range uint64(31) {
+		ids = append(ids, regX0+2*i)
+	}
+	ids = append(ids, regSP, regPC, regPSTATE, regSPEL1, regELREL1, regSPSREL1)
+	for i := range uint64(32) {
+		ids = append(ids, regV0+4*i)
+	}
+	return append(ids, regFPSR, regFPCR, regMPIDR, regTimerCTL, regTimerCVAL, regTimerCNT)
+}()
+
+// split files the registers KVM listed into s: each in its field or in
+// s.Sys, and returns the others, for the backend blob.
+func split(s *snapshot.VCPU, regs []kvmReg) []kvmReg {
+	var rest []kvmReg
+	s.Sys = map[uint16]uint64{}
+	for _, r := range regs {
+		if lo, hi := field(s, r.ID); lo != nil {
+			var b [16]byte
+			copy(b[:], r.Val)
+			*lo = binary.LittleEndian.Uint64(b[:8])
+			if hi != nil {
+				*hi = binary.LittleEndian.Uint64(b[8:])
+			}
+			continue
+		}
+		if inSys(r.ID) {
+			s.Sys[uint16(r.ID)] = binary.LittleEndian.Uint64(r.Val)
+			continue
+		}
+		rest = append(rest, r)
+	}
+	return rest
+}
+
+// join is split's inverse: every register s and rest hold, by id.
+func join(s *snapshot.VCPU, rest []kvmReg) map[uint64][]byte {
+	out := make(map[uint64][]byte, len(neutralIDs)+len(s.Sys)+len(rest))
+	for _, id := range neutralIDs {
+		lo, hi := field(s, id)
+		b := binary.LittleEndian.AppendUint64(nil, *lo)
+		if hi != nil {
+			b = binary.LittleEndian.AppendUint64(b, *hi)
+		}
+		out[id] = b[:regSize(id)]
+	}
+	for enc, x := range s.Sys {
+		out[regSysBase|uint64(enc)] = binary.LittleEndian.AppendUint64(nil, x)
+	}
+	for _, r := range rest {
+		out[r.ID] = r.Val
+	}
+	return out
+}
+
+// checkBlob checks a decoded backend blob as a hostile file's content: its
+// version, and registers that are well-formed, sized as their ids say, not
+// repeated and not ones that belong in a field or in Sys.
+func checkBlob(b *vcpuBlob) error {
+	if b.Version != vcpuBlobVersion {
+		return fmt.Errorf("KVM register blob version %d, this squib reads %d", b.Version, vcpuBlobVersion)
+	}
+	if len(b.Regs) > maxRegsSaved {
+		return fmt.Errorf("%d KVM registers, more than the %d squib accepts", len(b.Regs), maxRegsSaved)
+	}
+	var probe snapshot.VCPU
+	seen := make(map[uint64]bool, len(b.Regs))
+	for _, r := range b.Regs {
+		lo, _ := field(&probe, r.ID)
+		switch {
+		case !validRegID(r.ID):
+			return fmt.Errorf("KVM register id %#x is not an arm64 register", r.ID)
+		case len(r.Val) != regSize(r.ID):
+			return fmt.Errorf("%s holds %d bytes, its id says %d", regName(r.ID), len(r.Val), regSize(r.ID))
+		case seen[r.ID]:
+			return fmt.Errorf("%s appears twice", regName(r.ID))
+		case lo != nil || inSys(r.ID):
+			return fmt.Errorf("%s is in the KVM register blob; it belongs to the vCPU's own fields", regName(r.ID))
+		}
+		seen[r.ID] = true
+	}
+	return nil
+}
+
+// isIDReg reports whether register id is covered by the ID-register rule
+// (snapshot.IDReg), or is a CCSIDR value (cache geometry, as guest-visible
+// as CLIDR): such registers are compared with the host's, never written.
+func isIDReg(id uint64) bool {
+	return (id&^0xffff == regSysBase && snapshot.IDReg(uint16(id))) || id&regCoproc == coprocDemux
+}
+
+// Counters and their timers, restored after every other register: the
+// counters first (each sets a VM-wide offset), then each timer's compare
+// value and control, so they are judged against the restored count.
+var (
+	counterIDs = []uint64{regTimerCNT, regPTimerCNT}
+	timerIDs   = []uint64{regTimerCVAL, regTimerCTL, regPTimerCVAL, regPTimerCTL}
+)
+
+// restoreOrder returns the saved registers to write, in the order KVM
+// needs: the host's list order (which is KVM's own), then the counters,
+// then the timers. ID registers are left out (they are compared, not
+// written). A saved register the host does not list refuses the restore.
+func restoreOrder(host []uint64, saved map[uint64][]byte) ([]uint64, error) {
+	listed := make(map[uint64]bool, len(host))
+	for _, id := range host {
+		listed[id] = true
+	}
+	for _, id := range slices.Sorted(maps.Keys(saved)) {
+		if !listed[id] {
+			return nil, fmt.Errorf("%w: the snapshot has %s, which this host's KVM does not have", snapshot.ErrHost, regName(id))
+		}
+	}
+	late := append(slices.Clone(counterIDs), timerIDs...)
+	var out []uint64
+	for _, id := range host {
+		if _, ok := saved[id]; ok && !isIDReg(id) && !slices.Contains(late, id) {
+			out = append(out, id)
+		}
+	}
+	for _, id := range late {
+		if _, ok := saved[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
 
 // vGICv3 attribute groups used for save/restore (§2.2).
 const (

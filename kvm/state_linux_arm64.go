@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/psci"
 	"github.com/squibvm/squib/snapshot"
 )
 
@@ -18,35 +20,83 @@ var (
 	_ hv.StateVM   = (*VM)(nil)
 )
 
-// getWide reads a U32 or U128 register into v.wide (zeroed first, so a
-// 32-bit value is v.wide[0] on this little-endian host).
-func (v *VCPU) getWide(id uint64) ([2]uint64, error) {
-	*v.wide = [2]uint64{}
-	v.wideIoctl.ID = id
-	if _, err := ioctlPtr(v.fd, kvmGetOneReg, v.wideIoctl); err != nil {
-		return [2]uint64{}, fmt.Errorf("KVM_GET_ONE_REG %#x: %w", id, err)
+// getRaw reads register id, sized by its id, into a fresh slice.
+func (v *VCPU) getRaw(id uint64) ([]byte, error) {
+	if !validRegID(id) {
+		return nil, fmt.Errorf("KVM_GET_ONE_REG: register id %#x has a size this squib does not handle", id)
 	}
-	return *v.wide, nil
+	*v.raw = [maxRegBytes]byte{}
+	v.rawIoctl.ID = id
+	if _, err := ioctlPtr(v.fd, kvmGetOneReg, v.rawIoctl); err != nil {
+		return nil, fmt.Errorf("KVM_GET_ONE_REG %s: %w", regName(id), err)
+	}
+	return slices.Clone(v.raw[:regSize(id)]), nil
 }
 
-func (v *VCPU) setWide(id uint64, val [2]uint64) error {
-	*v.wide = val
-	v.wideIoctl.ID = id
-	if _, err := ioctlPtr(v.fd, kvmSetOneReg, v.wideIoctl); err != nil {
-		return fmt.Errorf("KVM_SET_ONE_REG %#x: %w", id, err)
+// setRaw writes register id; val has the id's size.
+func (v *VCPU) setRaw(id uint64, val []byte) error {
+	if !validRegID(id) || len(val) != regSize(id) {
+		return fmt.Errorf("KVM_SET_ONE_REG: %d bytes for %s", len(val), regName(id))
+	}
+	copy(v.raw[:], val)
+	v.rawIoctl.ID = id
+	if _, err := ioctlPtr(v.fd, kvmSetOneReg, v.rawIoctl); err != nil {
+		return fmt.Errorf("KVM_SET_ONE_REG %s = %#x: %w", regName(id), val, err)
 	}
 	return nil
 }
 
-// unreadable reports an error of a register this KVM does not have.
-func unreadable(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL)
+// regList is KVM_GET_REG_LIST: every register id ONE_REG accepts for this
+// vCPU, in KVM's order.
+func (v *VCPU) regList() ([]uint64, error) {
+	n := uint64(0)
+	for {
+		buf := make([]uint64, 1+n)
+		buf[0] = n
+		_, err := ioctlPtr(v.fd, kvmGetRegList, &buf[0])
+		switch {
+		case err == nil:
+			return buf[1 : 1+buf[0]], nil
+		case errors.Is(err, unix.E2BIG) && buf[0] > n && buf[0] <= maxRegsSaved*2:
+			n = buf[0]
+		default:
+			return nil, fmt.Errorf("KVM_GET_REG_LIST (%d registers): %w", buf[0], err)
+		}
+	}
 }
 
-// SaveState reads the vCPU's registers (kvm-arm64.md §1.9): the core
-// registers, V0-V31, FPSR/FPCR, savedSysRegs (a register this KVM rejects is
-// left out), MPIDR_EL1 and the virtual timer with the guest's counter. A
-// pending MMIO completion is applied first.
+// mpState is KVM_GET_MP_STATE.
+func (v *VCPU) mpState() (uint32, error) {
+	st := new(uint32)
+	if _, err := ioctlPtr(v.fd, kvmGetMPState, st); err != nil {
+		return 0, fmt.Errorf("KVM_GET_MP_STATE: %w", err)
+	}
+	return *st, nil
+}
+
+func (v *VCPU) setMPState(st uint32) error {
+	if _, err := ioctlPtr(v.fd, kvmSetMPState, &st); err != nil {
+		return fmt.Errorf("KVM_SET_MP_STATE %d: %w", st, err)
+	}
+	return nil
+}
+
+// features are the KVM_ARM_VCPU_INIT features a snapshot records: this
+// vCPU's, with POWER_OFF cleared (it says how the vCPU started, not what
+// it is).
+func (v *VCPU) features() [7]uint32 {
+	f := v.init.Features
+	f[0] &^= featurePowerOff
+	return f
+}
+
+// SaveState reads every register KVM_GET_REG_LIST names (kvm-arm64.md
+// §1.9, §6.1), each sized by its id: those snapshot.VCPU has a field for go
+// there, the other 64-bit system registers into Sys, the rest into the
+// backend blob with the vCPU's features. A listed register KVM refuses to
+// read is an error. Power comes from KVM_GET_MP_STATE (RUNNABLE: On,
+// STOPPED: Off); the VMM replaces it with its own PSCI state unless PSCI is
+// in the kernel. A pending MMIO completion is applied first.
 func (v *VCPU) SaveState() (snapshot.VCPU, error) {
 	var s snapshot.VCPU
 	if err := v.settle(); err != nil {
@@ -55,125 +105,133 @@ func (v *VCPU) SaveState() (snapshot.VCPU, error) {
 	wrap := func(err error) (snapshot.VCPU, error) {
 		return snapshot.VCPU{}, fmt.Errorf("vCPU %d: saving state: %w", v.id, err)
 	}
-	var err error
-	for i := range s.X {
-		if s.X[i], err = v.getReg(regX0 + 2*uint64(i)); err != nil {
-			return wrap(err)
-		}
+	ids, err := v.regList()
+	if err != nil {
+		return wrap(err)
 	}
-	for _, r := range []struct {
-		id uint64
-		p  *uint64
-	}{
-		{regSP, &s.SP_EL0}, {regPC, &s.PC}, {regPSTATE, &s.PSTATE}, {regSPEL1, &s.SP_EL1},
-		{regELREL1, &s.ELR_EL1}, {regSPSREL1, &s.SPSR_EL1}, {regMPIDR, &s.MPIDR},
-		{regTimerCTL, &s.Timer.CTL}, {regTimerCVAL, &s.Timer.CVAL}, {regTimerCNT, &s.Timer.Counter},
-	} {
-		if *r.p, err = v.getReg(r.id); err != nil {
-			return wrap(err)
-		}
-	}
-	for n := range s.V {
-		if s.V[n], err = v.getWide(regV0 + 4*uint64(n)); err != nil {
-			return wrap(err)
-		}
-	}
-	for _, r := range []struct {
-		id uint64
-		p  *uint64
-	}{{regFPSR, &s.FPSR}, {regFPCR, &s.FPCR}} {
-		w, err := v.getWide(r.id)
+	regs := make([]kvmReg, 0, len(ids))
+	for _, id := range ids {
+		val, err := v.getRaw(id)
 		if err != nil {
-			return wrap(err)
+			return wrap(fmt.Errorf("KVM lists a register it will not read: %w", err))
 		}
-		*r.p = uint64(uint32(w[0]))
+		regs = append(regs, kvmReg{ID: id, Val: val})
 	}
-	s.Sys = make(map[uint16]uint64, len(savedSysRegs))
-	for _, enc := range savedSysRegs {
-		x, err := v.getReg(regSysBase | uint64(enc))
-		if unreadable(err) {
-			continue
-		}
-		if err != nil {
-			return wrap(err)
-		}
-		s.Sys[enc] = x
+	blob := vcpuBlob{Version: vcpuBlobVersion, Features: v.features(), Regs: split(&s, regs)}
+	if s.Backend, err = snapshot.Marshal(blob); err != nil {
+		return wrap(err)
+	}
+	switch mp, err := v.mpState(); {
+	case err != nil:
+		return wrap(err)
+	case mp == mpStateRunnable:
+		s.Power = psci.On
+	case mp == mpStateStopped:
+		s.Power = psci.Off
+	default:
+		return wrap(fmt.Errorf("MP state %d, which squib does not save", mp))
 	}
 	return s, nil
 }
 
 // RestoreState writes s into this vCPU, which was created for it and has not
-// run. The guest's virtual counter is VM-wide: writing KVM_REG_ARM_TIMER_CNT
-// sets the VM's offset (§1.10), so each vCPU's write moves every vCPU. The
-// vCPUs stopped one after another and saved slightly different counters; the
-// VM keeps the largest, so no vCPU sees its counter go backwards.
+// run. It refuses, before writing anything, a state saved with other vCPU
+// features, one holding a register this host's KVM does not list, and one
+// whose ID registers differ from this host's (snapshot.CheckIDRegs). Then
+// it writes every saved register in KVM's list order, the counters and
+// timers last (restoreOrder), and sets the MP state from s.Power (On:
+// RUNNABLE, else STOPPED). The guest's counters are VM-wide: writing
+// KVM_REG_ARM_TIMER_CNT sets the VM's offset (§1.10), so each vCPU's write
+// moves every vCPU. The vCPUs stopped one after another and saved slightly
+// different counters; the VM keeps the largest, so no vCPU sees its counter
+// go backwards.
 func (v *VCPU) RestoreState(s snapshot.VCPU) error {
 	if err := v.settle(); err != nil {
 		return err
 	}
 	wrap := func(err error) error { return fmt.Errorf("vCPU %d: restoring state: %w", v.id, err) }
-	for i, x := range s.X {
-		if err := v.setReg(regX0+2*uint64(i), x); err != nil {
-			return wrap(err)
-		}
+	if len(s.Backend) == 0 {
+		return wrap(fmt.Errorf("%w: the snapshot has no KVM register list (saved by a squib older than format 1.1)", snapshot.ErrCorrupt))
 	}
-	for _, r := range [][2]uint64{
-		{regSP, s.SP_EL0}, {regPC, s.PC}, {regPSTATE, s.PSTATE}, {regSPEL1, s.SP_EL1},
-		{regELREL1, s.ELR_EL1}, {regSPSREL1, s.SPSR_EL1},
-	} {
-		if err := v.setReg(r[0], r[1]); err != nil {
-			return wrap(err)
-		}
+	var b vcpuBlob
+	if err := snapshot.Unmarshal(s.Backend, &b); err != nil {
+		return wrap(fmt.Errorf("%w: KVM register blob: %v", snapshot.ErrCorrupt, err))
 	}
-	for n, q := range s.V {
-		if err := v.setWide(regV0+4*uint64(n), q); err != nil {
-			return wrap(err)
-		}
+	if err := checkBlob(&b); err != nil {
+		return wrap(fmt.Errorf("%w: %v", snapshot.ErrCorrupt, err))
 	}
-	for _, r := range [][2]uint64{{regFPSR, s.FPSR}, {regFPCR, s.FPCR}} {
-		if err := v.setWide(r[0], [2]uint64{uint64(uint32(r[1]))}); err != nil {
-			return wrap(err)
-		}
+	if b.Features != v.features() {
+		return wrap(fmt.Errorf("%w: saved with KVM vCPU features %#x, this host gives %#x (pointer authentication is bits 5 and 6)", snapshot.ErrHost, b.Features[0], v.features()[0]))
 	}
-	encs := make([]uint16, 0, len(s.Sys))
-	for enc := range s.Sys {
-		encs = append(encs, enc)
+	host, err := v.regList()
+	if err != nil {
+		return wrap(err)
 	}
-	slices.Sort(encs)
-	for _, enc := range encs {
-		if err := v.setReg(regSysBase|uint64(enc), s.Sys[enc]); err != nil {
-			return wrap(fmt.Errorf("system register %s: %w", snapshot.SysRegName(enc), err))
-		}
+	saved := join(&s, b.Regs)
+	order, err := restoreOrder(host, saved)
+	if err != nil {
+		return wrap(err)
 	}
-	if s.MPIDR != 0 {
-		cur, err := v.getReg(regMPIDR)
-		if err != nil {
-			return wrap(err)
+	hostID := func(id uint64) ([]byte, bool) {
+		val, err := v.getRaw(id)
+		return val, err == nil
+	}
+	err = snapshot.CheckIDRegs(v.id, s.Sys, func(enc uint16) (uint64, bool) {
+		val, ok := hostID(regSysBase | uint64(enc))
+		if !ok {
+			return 0, false
 		}
-		if cur != s.MPIDR {
-			if err := v.setReg(regMPIDR, s.MPIDR); err != nil {
-				return wrap(fmt.Errorf("MPIDR_EL1 %#x (KVM gave %#x): %w", s.MPIDR, cur, err))
+		return binary.LittleEndian.Uint64(val), true
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range b.Regs {
+		if isIDReg(r.ID) {
+			if val, ok := hostID(r.ID); !ok || !slices.Equal(val, r.Val) {
+				return wrap(fmt.Errorf("%w: %s is %#x in the snapshot and %#x on this host", snapshot.ErrHost, regName(r.ID), r.Val, val))
 			}
 		}
 	}
-	// Counter first, so that CVAL and CTL are judged against the restored
-	// count, not KVM's fresh one.
+	for _, id := range order {
+		val := saved[id]
+		if slices.Contains(counterIDs, id) {
+			if err := v.setCounter(id, val); err != nil {
+				return wrap(err)
+			}
+			continue
+		}
+		if err := v.setRaw(id, val); err != nil {
+			return wrap(err)
+		}
+	}
+	mp := uint32(mpStateStopped)
+	if s.Power == psci.On {
+		mp = mpStateRunnable
+	}
+	if err := v.setMPState(mp); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// setCounter writes a saved counter register unless a vCPU restored
+// earlier set a larger value into the VM-wide counter already.
+func (v *VCPU) setCounter(id uint64, val []byte) error {
 	vm := v.vm
 	vm.mu.Lock()
-	setCounter := !vm.counterSet || s.Timer.Counter > vm.counter
-	if setCounter {
-		if err := v.setReg(regTimerCNT, s.Timer.Counter); err != nil {
-			vm.mu.Unlock()
-			return wrap(fmt.Errorf("guest virtual counter: %w", err))
-		}
-		vm.counterSet, vm.counter = true, s.Timer.Counter
+	defer vm.mu.Unlock()
+	x := binary.LittleEndian.Uint64(val)
+	if last, ok := vm.counters[id]; ok && last >= x {
+		return nil
 	}
-	vm.mu.Unlock()
-	for _, r := range [][2]uint64{{regTimerCVAL, s.Timer.CVAL}, {regTimerCTL, s.Timer.CTL}} {
-		if err := v.setReg(r[0], r[1]); err != nil {
-			return wrap(fmt.Errorf("virtual timer: %w", err))
-		}
+	if err := v.setRaw(id, val); err != nil {
+		return fmt.Errorf("guest counter: %w", err)
 	}
+	if vm.counters == nil {
+		vm.counters = map[uint64]uint64{}
+	}
+	vm.counters[id] = x
 	return nil
 }
 

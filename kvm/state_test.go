@@ -3,6 +3,8 @@ package kvm
 import (
 	"errors"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/squibvm/squib/gic"
@@ -10,23 +12,13 @@ import (
 	"github.com/squibvm/squib/snapshot"
 )
 
-func TestSavedSysRegs(t *testing.T) {
-	want := map[uint16]string{ // encodings from the Arm ARM, D19
-		0xc080: "SCTLR_EL1", 0xc082: "CPACR_EL1", 0xc100: "TTBR0_EL1", 0xc101: "TTBR1_EL1",
-		0xc102: "TCR_EL1", 0xc288: "AFSR0_EL1", 0xc289: "AFSR1_EL1", 0xc290: "ESR_EL1",
-		0xc300: "FAR_EL1", 0xc3a0: "PAR_EL1", 0xc510: "MAIR_EL1", 0xc518: "AMAIR_EL1",
-		0xc600: "VBAR_EL1", 0xc681: "CONTEXTIDR_EL1", 0xc684: "TPIDR_EL1", 0xc708: "CNTKCTL_EL1",
-		0xd000: "CSSELR_EL1", 0xde82: "TPIDR_EL0", 0xde83: "TPIDRRO_EL0", 0x8012: "MDSCR_EL1",
-	}
-	if len(savedSysRegs) != len(want) {
-		t.Errorf("%d registers, want %d", len(savedSysRegs), len(want))
-	}
-	for _, enc := range savedSysRegs {
-		if _, ok := want[enc]; !ok {
-			t.Errorf("unexpected register %s", snapshot.SysRegName(enc))
-		}
-		if enc != snapshot.SysReg(uint8(enc>>14), uint8(enc>>11&7), uint8(enc>>7&15), uint8(enc>>3&15), uint8(enc&7)) {
-			t.Errorf("%#x does not round-trip", enc)
+func TestRegIDs(t *testing.T) {
+	for _, c := range []struct {
+		id   uint64
+		size int
+	}{{regX0, 8}, {regV0, 16}, {regFPSR, 4}, {regSysBase | 0xc000, 8}, {0x6080000000150000, 256}} {
+		if got := regSize(c.id); got != c.size || !validRegID(c.id) {
+			t.Errorf("regSize(%#x) = %d (valid %v), want %d", c.id, got, validRegID(c.id), c.size)
 		}
 	}
 	// The timer's ONE_REG ids are KVM's constants, swapped against their
@@ -203,5 +195,112 @@ func TestBlockBitmap(t *testing.T) {
 	}
 	if _, err := blockBitmap([]uint64{1 << 5}, 4096, 4096, 4*4096); err == nil {
 		t.Error("a page beyond the slot was accepted")
+	}
+}
+
+// listed is a register list as KVM_GET_REG_LIST gives one: the vCPU's
+// fields, a few system registers (an ID register and the physical timer
+// among them), a firmware register and a CCSIDR value.
+func listed() []kvmReg {
+	var regs []kvmReg
+	for i, id := range neutralIDs {
+		val := make([]byte, regSize(id))
+		for j := range val {
+			val[j] = byte(i + j + 1)
+		}
+		regs = append(regs, kvmReg{ID: id, Val: val})
+	}
+	for i, id := range []uint64{regSysBase | 0xc080, regSysBase | 0xc000, regPTimerCNT, regPTimerCTL,
+		0x6030000000140000, 0x6020000000110000} {
+		val := make([]byte, regSize(id))
+		val[0] = byte(0x80 + i)
+		regs = append(regs, kvmReg{ID: id, Val: val})
+	}
+	return regs
+}
+
+func TestSplitJoin(t *testing.T) {
+	regs := listed()
+	var s snapshot.VCPU
+	rest := split(&s, regs)
+	if s.X[0] != 0x0807060504030201 || s.V[0][1] == 0 || s.FPSR>>32 != 0 || s.MPIDR == 0 || s.Timer.Counter == 0 {
+		t.Errorf("fields: X0 %#x V0 %#x FPSR %#x MPIDR %#x counter %#x", s.X[0], s.V[0], s.FPSR, s.MPIDR, s.Timer.Counter)
+	}
+	if len(s.Sys) != 4 || s.Sys[0xc080] != 0x80 || s.Sys[0xdf01] != 0x82 {
+		t.Errorf("Sys %#x", s.Sys)
+	}
+	if len(rest) != 2 || rest[0].ID != 0x6030000000140000 || rest[1].ID != 0x6020000000110000 {
+		t.Errorf("rest %#x", rest)
+	}
+	back := join(&s, rest)
+	if len(back) != len(regs) {
+		t.Fatalf("join gave %d registers, split had %d", len(back), len(regs))
+	}
+	for _, r := range regs {
+		if !reflect.DeepEqual(back[r.ID], r.Val) {
+			t.Errorf("%s: %#x after split and join, %#x before", regName(r.ID), back[r.ID], r.Val)
+		}
+	}
+}
+
+func TestRestoreOrder(t *testing.T) {
+	regs := listed()
+	var host []uint64
+	for _, r := range regs {
+		host = append(host, r.ID)
+	}
+	var s snapshot.VCPU
+	rest := split(&s, regs)
+	order, err := restoreOrder(host, join(&s, rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[uint64]int{}
+	for i, id := range order {
+		pos[id] = i
+	}
+	if _, ok := pos[regSysBase|0xc000]; ok {
+		t.Error("MIDR_EL1 is written; ID registers are only compared")
+	}
+	if _, ok := pos[0x6020000000110000]; ok {
+		t.Error("CCSIDR is written; it is only compared")
+	}
+	if len(order) != len(regs)-2 {
+		t.Errorf("%d registers to write, want %d", len(order), len(regs)-2)
+	}
+	for _, id := range []uint64{regX0, regPC, regSysBase | 0xc080, 0x6030000000140000} {
+		if pos[id] > pos[regTimerCNT] || pos[id] > pos[regPTimerCNT] {
+			t.Errorf("%s is written after a counter", regName(id))
+		}
+	}
+	for _, id := range []uint64{regTimerCVAL, regTimerCTL, regPTimerCTL} {
+		if pos[id] < pos[regTimerCNT] || pos[id] < pos[regPTimerCNT] {
+			t.Errorf("%s is written before the counters", regName(id))
+		}
+	}
+
+	// A host that lacks a saved register refuses, naming it.
+	_, err = restoreOrder(slices.DeleteFunc(slices.Clone(host), func(id uint64) bool { return id == regSysBase|0xc080 }), join(&s, rest))
+	if !errors.Is(err, snapshot.ErrHost) || !strings.Contains(err.Error(), "SCTLR_EL1") {
+		t.Errorf("host without SCTLR_EL1: %v", err)
+	}
+}
+
+func TestCheckBlob(t *testing.T) {
+	ok := vcpuBlob{Version: vcpuBlobVersion, Regs: []kvmReg{{ID: 0x6030000000140000, Val: make([]byte, 8)}}}
+	if err := checkBlob(&ok); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]vcpuBlob{
+		"version":   {Version: 2},
+		"short":     {Version: 1, Regs: []kvmReg{{ID: 0x6030000000140000, Val: make([]byte, 4)}}},
+		"not arm64": {Version: 1, Regs: []kvmReg{{ID: 0x4030000000140000, Val: make([]byte, 8)}}},
+		"twice":     {Version: 1, Regs: []kvmReg{ok.Regs[0], ok.Regs[0]}},
+		"field":     {Version: 1, Regs: []kvmReg{{ID: regPC, Val: make([]byte, 8)}}},
+		"sys":       {Version: 1, Regs: []kvmReg{{ID: regSysBase | 0xc080, Val: make([]byte, 8)}}},
+	} {
+		if err := checkBlob(&b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

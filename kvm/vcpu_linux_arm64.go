@@ -13,19 +13,19 @@ import (
 
 // VCPU is a KVM vCPU, owned by the locked OS thread that created it.
 type VCPU struct {
-	vm        *VM
-	id        int
-	fd        int
-	tid       int    // owning thread, for kicks
-	run       []byte // the mmap'd struct kvm_run
-	init      vcpuInit
-	mmioLen   int     // length of the pending MMIO read, 0 if none
-	pending   bool    // KVM completes the last MMIO access on the next KVM_RUN
-	reg       *uint64 // pinned buffer for ONE_REG transfers
-	regIoctl  *oneReg
-	wide      *[2]uint64 // pinned buffer for 128-bit and 32-bit ONE_REG transfers
-	wideIoctl *oneReg
-	pin       runtime.Pinner // reg and wide, until Close
+	vm       *VM
+	id       int
+	fd       int
+	tid      int    // owning thread, for kicks
+	run      []byte // the mmap'd struct kvm_run
+	init     vcpuInit
+	mmioLen  int     // length of the pending MMIO read, 0 if none
+	pending  bool    // KVM completes the last MMIO access on the next KVM_RUN
+	reg      *uint64 // pinned buffer for ONE_REG transfers
+	regIoctl *oneReg
+	raw      *[maxRegBytes]byte // pinned buffer for ONE_REG transfers of any size
+	rawIoctl *oneReg
+	pin      runtime.Pinner // reg and raw, until Close
 }
 
 // NewVCPU creates and initializes vCPU id on the calling (locked) thread.
@@ -50,9 +50,12 @@ func (vm *VM) NewVCPU(id int) (hv.VCPU, error) {
 	}
 	v := &VCPU{vm: vm, id: id, fd: fd, tid: unix.Gettid(), run: run, init: vm.target, reg: new(uint64)}
 	v.regIoctl = &oneReg{Addr: addrOf(&v.pin, v.reg)}
-	v.wide = new([2]uint64)
-	v.wideIoctl = &oneReg{Addr: addrOf(&v.pin, v.wide)}
+	v.raw = new([maxRegBytes]byte)
+	v.rawIoctl = &oneReg{Addr: addrOf(&v.pin, v.raw)}
 	v.init.Features[0] |= featurePSCI02
+	if vm.h.ptrAuth {
+		v.init.Features[0] |= featurePtrAuthAddr | featurePtrAuthGen
+	}
 	if id > 0 && vm.inKernelPSCI {
 		// KVM holds secondaries off until the guest's CPU_ON.
 		v.init.Features[0] |= featurePowerOff
