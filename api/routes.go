@@ -107,7 +107,7 @@ func (s SnapshotLoad) check() error {
 // power is the restore policy vcpu_power names.
 func (s SnapshotLoad) power() (psci.RestorePolicy, error) {
 	if s.VCPUPower == nil {
-		return psci.RestoreBSPOnly, nil
+		return psci.RestoreSaved, nil
 	}
 	switch *s.VCPUPower {
 	case "boot_vcpu":

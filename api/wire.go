@@ -100,8 +100,9 @@ type SnapshotLoad struct {
 	TrackDirtyPages     *bool       `json:"track_dirty_pages,omitempty"`
 	EnableDiffSnapshots *bool       `json:"enable_diff_snapshots,omitempty"`
 	ResumeVM            *bool       `json:"resume_vm,omitempty"`
-	// squib's own fields. VCPUPower: "boot_vcpu" (default: only vCPU 0
-	// runs, secondaries are off) or "saved" (each vCPU as it was saved).
+	// squib's own fields. VCPUPower: "saved" (the default: each vCPU as
+	// it was saved) or "boot_vcpu" (only vCPU 0 runs, secondaries are off;
+	// refused when a secondary was saved online).
 	// CopyMemory reads the memory file in instead of mapping it.
 	VCPUPower  *string `json:"vcpu_power,omitempty"`
 	CopyMemory *bool   `json:"copy_memory,omitempty"`

@@ -430,38 +430,49 @@ func (m *Machine) SetPowerStates(p []Power) error {
 type RestorePolicy int
 
 const (
-	// RestoreBSPOnly is squib's restore rule: only the boot vCPU (vCPU 0) runs and every
-	// secondary is Off, whatever was saved. The guest brings secondaries back with CPU_ON;
-	// a guest that had them online when the snapshot was taken will find them gone.
-	RestoreBSPOnly RestorePolicy = iota
-	// RestoreSaved resumes every vCPU in its saved state, with OnPending as On. A vCPU is
-	// OnPending between CPU_ON and Started, and the guest has already seen its CPU_ON
-	// succeed, so restoring it Off would lose that CPU. Restoring it On is right only if
-	// the VMM finishes every pending CPUOn action (PC = Entry, x0 = Context) before it
-	// captures vCPU registers, so the saved registers are the target's entry state.
-	RestoreSaved
+	// RestoreSaved, the default, resumes every vCPU in its saved state, with OnPending as
+	// On. A vCPU is OnPending between CPU_ON and Started, and the guest has already seen
+	// its CPU_ON succeed, so restoring it Off would lose that CPU. Restoring it On is
+	// right only if the VMM finishes every pending CPUOn action (PC = Entry, x0 = Context)
+	// before it captures vCPU registers, so the saved registers are the target's entry
+	// state.
+	RestoreSaved RestorePolicy = iota
+	// RestoreBSPOnly runs only the boot vCPU (vCPU 0); every secondary is Off. It holds
+	// only for a snapshot whose secondaries were all Off when saved (the guest took them
+	// offline): a guest that had them online would never learn they are gone, and would
+	// wait on their timers and IPIs for ever, so RestoreShape refuses it then.
+	RestoreBSPOnly
 )
 
 // RestoreShape returns the power states to pass to SetPowerStates after restoring a
-// snapshot whose states were saved. Any policy other than RestoreSaved acts as
-// RestoreBSPOnly. Invalid saved values are kept under RestoreSaved, so that
+// snapshot whose states were saved, or an error (one line, naming the vCPU) when the
+// policy cannot hold: RestoreBSPOnly with a secondary saved On or OnPending. An unknown
+// policy is an error. Invalid saved values are kept under RestoreSaved, so that
 // SetPowerStates rejects them.
-func RestoreShape(saved []Power, policy RestorePolicy) []Power {
+func RestoreShape(saved []Power, policy RestorePolicy) ([]Power, error) {
 	out := make([]Power, len(saved))
-	if policy == RestoreSaved {
+	switch policy {
+	case RestoreSaved:
 		for i, p := range saved {
 			if p == OnPending {
 				p = On
 			}
 			out[i] = p
 		}
-		return out
+		return out, nil
+	case RestoreBSPOnly:
+		for i, p := range saved {
+			if i > 0 && (p == On || p == OnPending) {
+				return nil, fmt.Errorf("boot_vcpu restores only vCPU 0, but vCPU %d was online when the snapshot was taken (the guest would wait for it for ever): restore with saved, or take the CPU offline in the guest before the snapshot", i)
+			}
+		}
+		for i := range out {
+			out[i] = Off
+		}
+		if len(out) > 0 {
+			out[0] = On
+		}
+		return out, nil
 	}
-	for i := range out {
-		out[i] = Off
-	}
-	if len(out) > 0 {
-		out[0] = On
-	}
-	return out
+	return nil, fmt.Errorf("unknown vCPU restore policy %d", int(policy))
 }

@@ -3,6 +3,7 @@ package psci
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -399,25 +400,36 @@ func TestRestoreShape(t *testing.T) {
 	for _, tt := range []struct {
 		saved  []Power
 		policy RestorePolicy
-		want   []Power
+		want   []Power // nil: refused
 	}{
-		{saved, RestoreBSPOnly, []Power{On, Off, Off, Off}},
-		{[]Power{Off, On}, RestoreBSPOnly, []Power{On, Off}},
+		{saved, RestoreBSPOnly, nil},
+		{[]Power{On, Off, OnPending}, RestoreBSPOnly, nil},
+		{[]Power{On, Off, Off}, RestoreBSPOnly, []Power{On, Off, Off}},
+		{[]Power{Off, Off}, RestoreBSPOnly, []Power{On, Off}},
 		{[]Power{Off, 7}, RestoreBSPOnly, []Power{On, Off}},
-		{saved, RestorePolicy(99), []Power{On, Off, Off, Off}},
+		{saved, RestorePolicy(99), nil},
 		{nil, RestoreBSPOnly, []Power{}},
 		{saved, RestoreSaved, []Power{On, Off, On, On}},
 		{[]Power{Off, On}, RestoreSaved, []Power{Off, On}},
 		{[]Power{On, 7}, RestoreSaved, []Power{On, 7}},
 		{nil, RestoreSaved, []Power{}},
 	} {
-		got := RestoreShape(tt.saved, tt.policy)
-		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("RestoreShape(%v, %d) = %v, want %v", tt.saved, tt.policy, got, tt.want)
+		got, err := RestoreShape(tt.saved, tt.policy)
+		if tt.want == nil {
+			if err == nil {
+				t.Errorf("RestoreShape(%v, %d) = %v, want it refused", tt.saved, tt.policy, got)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("RestoreShape(%v, %d) = %v, %v, want %v", tt.saved, tt.policy, got, err, tt.want)
 		}
 	}
 	if saved[2] != OnPending {
 		t.Error("RestoreShape changed its input")
+	}
+	if _, err := RestoreShape([]Power{On, On}, RestoreBSPOnly); err == nil || !strings.Contains(err.Error(), "vCPU 1 was online") {
+		t.Errorf("boot_vcpu with vCPU 1 online: %v", err)
 	}
 
 	// Round trip: snapshot, restore into a new Machine, carry on.
@@ -426,22 +438,19 @@ func TestRestoreShape(t *testing.T) {
 	m.Started(1)
 	m.Handle(0, uint32(CPU_ON_64), [3]uint64{2, entry, 0})
 	snap := m.PowerStates()
-	for _, tt := range []struct {
-		policy RestorePolicy
-		want   []Power
-	}{
-		{RestoreBSPOnly, []Power{On, Off, Off, Off}},
-		{RestoreSaved, []Power{On, On, On, Off}},
-	} {
-		r := newMachine(t, 4, nil)
-		if err := r.SetPowerStates(RestoreShape(snap, tt.policy)); err != nil {
-			t.Fatal(err)
-		}
-		if got := r.PowerStates(); !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("policy %d: restored %v, want %v", tt.policy, got, tt.want)
-		}
+	r := newMachine(t, 4, nil)
+	shape, err := RestoreShape(snap, RestoreSaved)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := newMachine(t, 4, nil).SetPowerStates(RestoreShape([]Power{On, 5, Off, Off}, RestoreSaved)); err == nil {
+	if err := r.SetPowerStates(shape); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.PowerStates(), []Power{On, On, On, Off}; !reflect.DeepEqual(got, want) {
+		t.Errorf("restored %v, want %v", got, want)
+	}
+	bad, _ := RestoreShape([]Power{On, 5, Off, Off}, RestoreSaved)
+	if err := newMachine(t, 4, nil).SetPowerStates(bad); err == nil {
 		t.Error("SetPowerStates accepted an invalid saved state")
 	}
 }

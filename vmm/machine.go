@@ -203,7 +203,8 @@ func (m *Machine) irqLine(spi gic.SPI) func(bool) {
 // with x0 pointing at the device tree; secondaries stay off until the
 // guest's PSCI CPU_ON (with in-kernel PSCI every vCPU runs and KVM holds
 // the secondaries). A restored machine runs the vCPUs its restore policy
-// powered on, from their saved state.
+// powered on, from their saved state; with in-kernel PSCI it runs them all,
+// and KVM holds those restored stopped until the guest's CPU_ON.
 func (m *Machine) Start(input io.Reader) {
 	if input != nil {
 		go m.uart.Feed(input)
@@ -211,7 +212,7 @@ func (m *Machine) Start(input io.Reader) {
 	switch {
 	case !m.boot:
 		for i, c := range m.vcpus {
-			if m.psci.Power(i) == psci.On {
+			if m.psci.Power(i) == psci.On || m.vm.InKernelPSCI() {
 				c.cmds <- command{kind: cmdRun}
 			}
 		}

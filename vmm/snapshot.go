@@ -50,8 +50,12 @@ func (m *Machine) Snapshot(f snapshot.Files, diff bool) error {
 			return err
 		}
 	}
-	for i, p := range m.psci.PowerStates() {
-		st.Machine.VCPUs[i].Power = p
+	// With PSCI in the kernel, squib never sees CPU_ON: the backend's MP
+	// state, which SaveState read, is the truth. Otherwise squib's is.
+	if !m.vm.InKernelPSCI() {
+		for i, p := range m.psci.PowerStates() {
+			st.Machine.VCPUs[i].Power = p
+		}
 	}
 	var err error
 	if st.Machine.GIC, err = sv.SaveGIC(); err != nil {
@@ -144,7 +148,8 @@ func (m *Machine) restoreDevices(devs map[string]cbor.RawMessage) error {
 
 // RestoreOptions say how Restore brings a snapshot back.
 type RestoreOptions struct {
-	// Power decides which vCPUs run (psci.RestoreBSPOnly: the boot vCPU alone).
+	// Power decides which vCPUs run: psci.RestoreSaved (the zero value)
+	// each as saved, psci.RestoreBSPOnly the boot vCPU alone.
 	Power psci.RestorePolicy
 	// CopyMemory reads the memory file into fresh guest RAM, checking every
 	// block, instead of mapping it: for files that may change while the VM
@@ -167,6 +172,14 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 	if st.Header.RAMBase != RAMBase {
 		return nil, fmt.Errorf("snapshot %s: RAM at %#x, squib's board has it at %#x", f.State, st.Header.RAMBase, uint64(RAMBase))
 	}
+	saved := make([]psci.Power, len(st.Machine.VCPUs))
+	for i, c := range st.Machine.VCPUs {
+		saved[i] = c.Power
+	}
+	shape, err := psci.RestoreShape(saved, o.Power)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", f.State, err)
+	}
 	c := st.Machine.Config
 	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages},
 		RAMSize: st.Header.RAMSize}
@@ -186,7 +199,7 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 	}
 	// A diff of this machine applies to the loaded snapshot, in its blocks.
 	m.lastID, m.blockSize = st.Header.ID, int(st.Header.Memory.BlockSize)
-	err = m.restore(st, o.Power)
+	err = m.restore(st, shape)
 	if err == nil && o.TrackDirtyPages {
 		err = m.trackDirty()
 	}
@@ -219,16 +232,16 @@ func restoreRAM(path string, size uint64, copyIn bool) (*memory.RAM, error) {
 }
 
 // restore writes the saved state into a freshly built machine: vCPUs (on
-// their threads), then the interrupt controller, devices and PSCI power.
-func (m *Machine) restore(st *snapshot.State, policy psci.RestorePolicy) error {
+// their threads, each with its power state from shape), then the interrupt
+// controller, devices and PSCI power.
+func (m *Machine) restore(st *snapshot.State, shape []psci.Power) error {
 	sv, ok := m.vm.(hv.StateVM)
 	if !ok {
 		return fmt.Errorf("the %s backend cannot restore interrupt-controller state", m.backend)
 	}
-	saved := make([]psci.Power, len(m.vcpus))
 	for i := range m.vcpus {
 		s := st.Machine.VCPUs[i]
-		saved[i] = s.Power
+		s.Power = shape[i]
 		if err := m.tell(i, command{kind: cmdRestore, state: &s}); err != nil {
 			return fmt.Errorf("restoring vCPU %d: %w", i, err)
 		}
@@ -239,5 +252,5 @@ func (m *Machine) restore(st *snapshot.State, policy psci.RestorePolicy) error {
 	if err := m.restoreDevices(st.Machine.Devices); err != nil {
 		return err
 	}
-	return m.psci.SetPowerStates(psci.RestoreShape(saved, policy))
+	return m.psci.SetPowerStates(shape)
 }

@@ -17,7 +17,7 @@ import (
 const clientTimeout = time.Minute
 
 // defaultPower is the default of --vcpu-power, and the server's.
-const defaultPower = "boot_vcpu"
+const defaultPower = "saved"
 
 // clientCmd runs the client commands, which talk to a running squibd:
 // status, pause, resume and snapshot create|load. On success each prints
@@ -48,7 +48,7 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 			fs.BoolVar(&diff, "diff", false, "write only the memory written since the last snapshot (needs dirty-page tracking)")
 		} else {
 			fs.BoolVar(&resume, "resume", false, "resume the microVM once loaded")
-			fs.StringVar(&power, "vcpu-power", defaultPower, "which vCPUs run: `boot_vcpu` (vCPU 0 only) or saved (each as saved)")
+			fs.StringVar(&power, "vcpu-power", defaultPower, "which vCPUs run: `saved` (each as saved) or boot_vcpu (vCPU 0 only; refused if a secondary was saved online)")
 			fs.BoolVar(&copyMem, "copy-memory", false, "read the memory file in instead of mapping it copy-on-write")
 			fs.BoolVar(&track, "track-dirty-pages", false, "track the guest's writes, for diff snapshots of the restored microVM")
 		}

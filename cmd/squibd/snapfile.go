@@ -102,8 +102,10 @@ func parseDiff(v string) (snapshot.Files, error) {
 // restoreShape is the power state of each vCPU after a restore, under each
 // value of the API's vcpu_power (and snapshot load --vcpu-power).
 type restoreShape struct {
-	BootVCPU []string `json:"boot_vcpu"`
-	Saved    []string `json:"saved"`
+	BootVCPU []string `json:"boot_vcpu"` // null when the policy is refused
+	// BootVCPURefused says why a load with boot_vcpu is refused.
+	BootVCPURefused string   `json:"boot_vcpu_refused,omitempty"`
+	Saved           []string `json:"saved"`
 }
 
 // describeOutput is the JSON of snapshot describe.
@@ -131,8 +133,12 @@ func describeCmd(state string, shape, asJSON bool, stdout io.Writer) (int, error
 		return 0, err
 	}
 	if s := out.RestoreShape; s != nil {
-		fmt.Fprintf(stdout, "restore shape (--vcpu-power), vCPU 0 first:\n  boot_vcpu  %s\n  saved      %s\n",
-			strings.Join(s.BootVCPU, " "), strings.Join(s.Saved, " "))
+		boot := strings.Join(s.BootVCPU, " ")
+		if s.BootVCPURefused != "" {
+			boot = "refused: " + s.BootVCPURefused
+		}
+		fmt.Fprintf(stdout, "restore shape (--vcpu-power), vCPU 0 first:\n  saved      %s\n  boot_vcpu  %s\n",
+			strings.Join(s.Saved, " "), boot)
 	}
 	return exitOK, nil
 }
@@ -155,10 +161,17 @@ func shapeOf(vcpus []snapshot.VCPUReport) (*restoreShape, error) {
 		}
 		return s
 	}
-	return &restoreShape{
-		BootVCPU: names(psci.RestoreShape(saved, psci.RestoreBSPOnly)),
-		Saved:    names(psci.RestoreShape(saved, psci.RestoreSaved)),
-	}, nil
+	shape, err := psci.RestoreShape(saved, psci.RestoreSaved)
+	if err != nil {
+		return nil, err
+	}
+	out := &restoreShape{Saved: names(shape)}
+	if boot, err := psci.RestoreShape(saved, psci.RestoreBSPOnly); err != nil {
+		out.BootVCPURefused = err.Error()
+	} else {
+		out.BootVCPU = names(boot)
+	}
+	return out, nil
 }
 
 // parsePower is the inverse of psci.Power.String for the valid states.

@@ -108,8 +108,9 @@ type describeJSON struct {
 		DataBlocks int    `json:"data_blocks"`
 	} `json:"memory"`
 	RestoreShape *struct {
-		BootVCPU []string `json:"boot_vcpu"`
-		Saved    []string `json:"saved"`
+		BootVCPU        []string `json:"boot_vcpu"`
+		BootVCPURefused string   `json:"boot_vcpu_refused"`
+		Saved           []string `json:"saved"`
 	} `json:"restore_shape"`
 	OK    *bool  `json:"ok"`
 	Error string `json:"error"`
@@ -138,7 +139,7 @@ func TestSnapshotDescribe(t *testing.T) {
 	if status != exitOK || stderr != "" {
 		t.Fatalf("describe: status %d, stderr %q", status, stderr)
 	}
-	for _, want := range []string{"snapshot " + id + ": Full, format 1.0", "RAM         1.0 MiB at 0x40000000",
+	for _, want := range []string{"snapshot " + id + ": Full, format 1.1", "RAM         1.0 MiB at 0x40000000",
 		"config      2 vCPUs, 1 MiB", "  1   MPIDR 0x80000001  On "} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("describe lacks %q:\n%s", want, stdout)
@@ -177,8 +178,9 @@ func TestSnapshotRestoreShape(t *testing.T) {
 		saved            []psci.Power
 		bootVCPU, saved2 []string
 	}{
-		{[]psci.Power{psci.On, psci.On}, []string{"On", "Off"}, []string{"On", "On"}},
-		{[]psci.Power{psci.On, psci.OnPending, psci.Off}, []string{"On", "Off", "Off"}, []string{"On", "On", "Off"}},
+		{[]psci.Power{psci.On, psci.On}, nil, []string{"On", "On"}}, // boot_vcpu refused
+		{[]psci.Power{psci.On, psci.OnPending, psci.Off}, nil, []string{"On", "On", "Off"}},
+		{[]psci.Power{psci.On, psci.Off, psci.Off}, []string{"On", "Off", "Off"}, []string{"On", "Off", "Off"}},
 		{[]psci.Power{psci.Off}, []string{"On"}, []string{"Off"}},
 	}
 	for i, c := range cases {
@@ -189,15 +191,21 @@ func TestSnapshotRestoreShape(t *testing.T) {
 			t.Fatalf("%v: status %d, stderr %q", c.saved, status, stderr)
 		}
 		d := parseJSON(t, stdout)
-		if d.RestoreShape == nil || !reflect.DeepEqual(d.RestoreShape.BootVCPU, c.bootVCPU) || !reflect.DeepEqual(d.RestoreShape.Saved, c.saved2) {
+		refused := c.bootVCPU == nil
+		if d.RestoreShape == nil || !reflect.DeepEqual(d.RestoreShape.BootVCPU, c.bootVCPU) || !reflect.DeepEqual(d.RestoreShape.Saved, c.saved2) ||
+			refused != strings.Contains(d.RestoreShape.BootVCPURefused, "vCPU 1 was online") {
 			t.Errorf("%v: restore_shape %+v; want boot_vcpu %v, saved %v", c.saved, d.RestoreShape, c.bootVCPU, c.saved2)
 		}
 		if len(d.VCPUs) != len(c.saved) || d.Header.ID == "" { // the report is still there
 			t.Errorf("%v: report %+v", c.saved, d)
 		}
 		status, stdout, _ = runSnapshot(t, "describe", "--snapshot", f.State, "--restore-shape")
-		want := "  boot_vcpu  " + strings.Join(c.bootVCPU, " ") + "\n  saved      " + strings.Join(c.saved2, " ") + "\n"
-		if status != exitOK || !strings.Contains(stdout, "restore shape") || !strings.HasSuffix(stdout, want) {
+		boot := strings.Join(c.bootVCPU, " ") + "\n"
+		if refused {
+			boot = "refused: boot_vcpu restores only vCPU 0, but vCPU 1 was online"
+		}
+		want := "  saved      " + strings.Join(c.saved2, " ") + "\n  boot_vcpu  " + boot
+		if status != exitOK || !strings.Contains(stdout, "restore shape") || !strings.Contains(stdout, want) {
 			t.Errorf("%v: text output ends\n%s\nwant\n%s", c.saved, stdout[max(0, len(stdout)-200):], want)
 		}
 	}

@@ -268,9 +268,9 @@ func TestClientSnapshotLoadBody(t *testing.T) {
 		want  string
 	}{
 		{nil, base + `}`},
-		{[]string{"--vcpu-power", "boot_vcpu"}, base + `}`},
+		{[]string{"--vcpu-power", "saved"}, base + `}`},
 		{[]string{"--resume", "--track-dirty-pages"}, base + `,"track_dirty_pages":true,"resume_vm":true}`},
-		{[]string{"--vcpu-power", "saved", "--copy-memory"}, base + `,"vcpu_power":"saved","copy_memory":true}`},
+		{[]string{"--vcpu-power", "boot_vcpu", "--copy-memory"}, base + `,"vcpu_power":"boot_vcpu","copy_memory":true}`},
 	} {
 		args := append([]string{"snapshot", "load", "--socket", sock, "--snapshot", "s", "--mem", "m"}, c.flags...)
 		if _, stderr, status := runClient(t, args...); status != exitOK {
