@@ -25,7 +25,7 @@ func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor)
 // files up front. Any other change bumps the major version.
 const (
 	FormatMajor = 1
-	FormatMinor = 0
+	FormatMinor = 1
 )
 
 // formatVersion is FormatMajor.FormatMinor; tests change it to play an older

@@ -15,7 +15,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.cbor")
 
-const goldenState = "testdata/state-v1.0.cbor"
+const goldenState = "testdata/state-v1.1.cbor"
+
+// oldGolden is the same fixture written by format 1.0, which this reader
+// still decodes.
+const oldGolden = "testdata/state-v1.0.cbor"
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
@@ -56,8 +60,14 @@ func TestGolden(t *testing.T) {
 	if !bytes.Equal(b, golden) {
 		t.Errorf("encoding differs from %s (%d bytes, golden %d)", goldenState, len(b), len(golden))
 	}
-	if s, err := DecodeState(golden); err != nil || !reflect.DeepEqual(s, testState(t)) {
-		t.Errorf("decoding %s: %v, or the state differs from the fixture", goldenState, err)
+	for _, path := range []string{goldenState, oldGolden} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := DecodeState(b); err != nil || !reflect.DeepEqual(s, testState(t)) {
+			t.Errorf("decoding %s: %v, or the state differs from the fixture", path, err)
+		}
 	}
 }
 
@@ -88,7 +98,7 @@ func TestDecodeRefuses(t *testing.T) {
 		return b
 	}
 	var newer, major2 []byte
-	withVersion(Version{1, 1}, func() { newer = encode(t, testState(t)) })
+	withVersion(Version{1, 2}, func() { newer = encode(t, testState(t)) })
 	withVersion(Version{2, 0}, func() { major2 = encode(t, testState(t)) })
 	x86 := testState(t)
 	x86.Header.Arch = "x86_64"
@@ -105,7 +115,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"trailing data", append(bytes.Clone(good), 0), ErrCorrupt, "1 bytes of trailing data"},
 		{"memory file footer", withPrefix(func(p []byte) { copy(p, footerMagic[:]) }), ErrNotSnapshot, `magic "SQUIB-MM"`},
 		{"text", []byte(strings.Repeat("hello, world\n", 4)), ErrNotSnapshot, "magic"},
-		{"newer minor", newer, ErrVersion, "format 1.1 is newer than this squib's 1.0; upgrade squib"},
+		{"newer minor", newer, ErrVersion, "format 1.2 is newer than this squib's 1.1; upgrade squib"},
 		{"other major", major2, ErrVersion, "format 2.0; this squib reads 1.x only"},
 		{"length", withPrefix(func(p []byte) { p[12]++ }), ErrTruncated, "the header says"},
 		{"body CRC", withPrefix(func(p []byte) { p[len(p)-1] ^= 1 }), ErrChecksum, "CRC-64 of the contents"},
