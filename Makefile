@@ -7,8 +7,11 @@ export CGO_ENABLED := 0
 
 .PHONY: build squibd-linux-arm64 test demo bench-boot fuzz clean
 
-# squibd for this machine; on macOS, ad-hoc signed with the hypervisor
-# entitlement, without which Hypervisor.framework refuses to create a VM.
+# squibd for this machine; on macOS, ad-hoc signed with entitlements.plist:
+# the hypervisor entitlement, without which Hypervisor.framework refuses to
+# create a VM, and allow-jit, for guest code run from RAM mapped from a
+# snapshot's memory file. hvf/testdata/codesign-exec.sh signs the Mac tests
+# with the same file.
 build:
 	$(GO) build -o bin/squibd ./cmd/squibd
 ifeq ($(shell uname -s),Darwin)

@@ -37,6 +37,7 @@ var (
 	fnVMConfigCreate, fnVMConfigGetDefaultIPASize, fnVMConfigGetMaxIPASize              uintptr
 	fnVMConfigSetIPASize                                                                uintptr
 	fnVCPUCreate, fnVCPUDestroy, fnVCPURun, fnVCPUsExit                                 uintptr
+	fnVCPUConfigCreate, fnVCPUConfigGetFeatureReg                                       uintptr
 	fnVCPUGetReg, fnVCPUSetReg, fnVCPUGetSysReg, fnVCPUSetSysReg                        uintptr
 	fnVCPUGetSIMDFPReg, fnVCPUSetSIMDFPReg, fnVCPUSetVtimerMask, fnVCPUSetVtimerOffset  uintptr
 	fnGICConfigCreate, fnGICConfigSetDistributorBase, fnGICConfigSetRedistributorBase   uintptr
@@ -58,6 +59,8 @@ var bindings = []struct {
 	{&fnVMMap, symbol{"hv_vm_map", "11.0"}},
 	{&fnVMUnmap, symbol{"hv_vm_unmap", "11.0"}},
 	{&fnVMProtect, symbol{"hv_vm_protect", "11.0"}},
+	{&fnVCPUConfigCreate, symbol{"hv_vcpu_config_create", "11.0"}},
+	{&fnVCPUConfigGetFeatureReg, symbol{"hv_vcpu_config_get_feature_reg", "11.0"}},
 	{&fnVCPUCreate, symbol{"hv_vcpu_create", "11.0"}},
 	{&fnVCPUDestroy, symbol{"hv_vcpu_destroy", "11.0"}},
 	{&fnVCPURun, symbol{"hv_vcpu_run", "11.0"}},
@@ -225,6 +228,16 @@ func hvVCPUCreate(vcpu *uint64, exit **exitRecord) Return {
 	// non-heap address is ignored by the garbage collector.
 	r, _, _ := purego.SyscallN(fnVCPUCreate, uintptr(unsafe.Pointer(vcpu)), uintptr(unsafe.Pointer(exit)), 0)
 	return ret(r)
+}
+
+// hvVCPUConfigCreate returns a new vCPU configuration with the defaults
+// hv_vcpu_create uses when given none; release it with osRelease.
+func hvVCPUConfigCreate() uintptr { return callInts(fnVCPUConfigCreate) }
+
+// hvVCPUConfigGetFeatureReg reads the value the ID register reg
+// (hv_feature_reg_t) of a vCPU made with cfg presents.
+func hvVCPUConfigGetFeatureReg(cfg uintptr, reg uint32, v *uint64) Return {
+	return callOut(fnVCPUConfigGetFeatureReg, v, cfg, uintptr(reg))
 }
 
 func hvVCPUDestroy(vcpu uint64) Return { return ret(callInts(fnVCPUDestroy, uintptr(vcpu))) }

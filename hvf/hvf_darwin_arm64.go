@@ -11,6 +11,7 @@ import (
 
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/snapshot"
 )
 
 // Hypervisor is Hypervisor.framework, loaded and checked.
@@ -77,6 +78,10 @@ type VM struct {
 	// offset is the vtimer offset of every vCPU; each applies a new
 	// value on its own thread before it next runs.
 	offset atomic.Uint64
+
+	// configIDs are configIDRegs as the default vCPU configuration,
+	// which every vCPU is created with, gives them.
+	configIDs map[uint16]uint64
 
 	mu    sync.Mutex
 	vcpus map[int]uint64 // squib index → hv_vcpu_t of the live vCPUs
@@ -146,14 +151,38 @@ func createVM(top uint64) error {
 }
 
 func (vm *VM) setup() error {
+	ids, err := readConfigIDRegs()
+	if err != nil {
+		return err
+	}
+	vm.configIDs = ids
 	if err := createGIC(vm.cfg.GIC); err != nil {
 		return err
 	}
-	err := check("hv_vm_map", hvVMMap(vm.cfg.RAM, vm.cfg.RAMBase, HV_MEMORY_READ|HV_MEMORY_WRITE|HV_MEMORY_EXEC))
+	err = check("hv_vm_map", hvVMMap(vm.cfg.RAM, vm.cfg.RAMBase, HV_MEMORY_READ|HV_MEMORY_WRITE|HV_MEMORY_EXEC))
 	if err != nil {
 		return fmt.Errorf("mapping %d MiB of guest RAM at %#x: %w", len(vm.cfg.RAM)>>20, vm.cfg.RAMBase, err)
 	}
 	return nil
+}
+
+// readConfigIDRegs reads configIDRegs, the ID registers hv_sys_reg_t
+// cannot name, from a default vCPU configuration.
+func readConfigIDRegs() (map[uint16]uint64, error) {
+	cfg := hvVCPUConfigCreate()
+	if cfg == 0 {
+		return nil, errors.New("hv_vcpu_config_create failed")
+	}
+	defer osRelease(cfg)
+	ids := make(map[uint16]uint64, len(configIDRegs))
+	for _, r := range configIDRegs {
+		var x uint64
+		if err := check("hv_vcpu_config_get_feature_reg", hvVCPUConfigGetFeatureReg(cfg, r.feature, &x)); err != nil {
+			return nil, fmt.Errorf("ID register %s: %w", snapshot.SysRegLabel(r.enc), err)
+		}
+		ids[r.enc] = x
+	}
+	return ids, nil
 }
 
 // createGIC creates the framework's GICv3 where package gic places it,

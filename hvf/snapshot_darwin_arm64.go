@@ -3,6 +3,7 @@ package hvf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/squibvm/squib/gic"
@@ -17,11 +18,13 @@ var (
 
 // SaveState reads the vCPU's state (hv.StateVCPU) on its own thread: the
 // general registers, PC, PSTATE, FPCR/FPSR, V0-V31, SP_EL0/SP_EL1,
-// ELR_EL1/SPSR_EL1, savedSysRegs (one the framework rejects is left out),
-// MPIDR_EL1, the virtual timer with the guest's counter, and, for SaveGIC,
-// the vCPU's GIC CPU-interface registers. MMIO writes are complete when Run
-// reports them; a read whose value CompleteMMIORead has not supplied leaves
-// the PC at the load, which then runs again after a restore.
+// ELR_EL1/SPSR_EL1, savedSysRegs with the pointer-authentication keys (one
+// the framework rejects is left out), MPIDR_EL1, the guest-visible ID
+// registers that name the CPU model (idRegs), the virtual timer with the
+// guest's counter, and, for SaveGIC, the vCPU's GIC CPU-interface
+// registers. MMIO writes are complete when Run reports them; a read whose
+// value CompleteMMIORead has not supplied leaves the PC at the load, which
+// then runs again after a restore.
 func (v *VCPU) SaveState() (snapshot.VCPU, error) {
 	var s snapshot.VCPU
 	var err error
@@ -65,6 +68,11 @@ func (v *VCPU) SaveState() (snapshot.VCPU, error) {
 		}
 		s.Sys[uint16(r)] = x
 	}
+	ids, err := v.idRegs()
+	if err != nil {
+		return snapshot.VCPU{}, err
+	}
+	maps.Copy(s.Sys, ids)
 	icc, err := v.SaveICC()
 	if err != nil {
 		return snapshot.VCPU{}, err
@@ -85,9 +93,36 @@ func (v *VCPU) SaveState() (snapshot.VCPU, error) {
 // different counters, so the VM continues from the largest, and no vCPU
 // sees its counter go backwards. MPIDR_EL1 must be the one squib gave the
 // vCPU (the GIC found its redistributor by it at creation).
+//
+// Before writing anything it refuses a state saved on another CPU model
+// (checkCPUModel: the saved ID registers against this vCPU's) or holding
+// a register this framework does not have. ID registers are checked, never
+// written: the guest read them at boot.
 func (v *VCPU) RestoreState(s snapshot.VCPU) error {
 	if s.MPIDR != 0 && s.MPIDR != hv.MPIDR(v.id) {
 		return v.wrap(fmt.Errorf("saved MPIDR_EL1 %#x is not vCPU %d's %#x", s.MPIDR, v.id, hv.MPIDR(v.id)))
+	}
+	ids, err := v.idRegs()
+	if err != nil {
+		return err
+	}
+	if err := checkCPUModel(v.id, s.Sys, ids); err != nil {
+		return err
+	}
+	encs := make([]uint16, 0, len(s.Sys))
+	for _, enc := range slices.Sorted(maps.Keys(s.Sys)) {
+		if snapshot.IDReg(enc) {
+			continue
+		}
+		_, err := v.sysReg(SysReg(enc))
+		if errors.Is(err, ErrBadArgument) {
+			return &snapshot.FormatError{Err: snapshot.ErrHost, Problem: fmt.Sprintf(
+				"vCPU %d: the snapshot has system register %s, which Hypervisor.framework on macOS %s does not have", v.id, snapshot.SysRegLabel(enc), v.vm.h.macOS)}
+		}
+		if err != nil {
+			return err
+		}
+		encs = append(encs, enc)
 	}
 	v.mmioPending = false
 	for i, x := range s.X {
@@ -116,11 +151,6 @@ func (v *VCPU) RestoreState(s snapshot.VCPU) error {
 			return err
 		}
 	}
-	encs := make([]uint16, 0, len(s.Sys))
-	for enc := range s.Sys {
-		encs = append(encs, enc)
-	}
-	slices.Sort(encs)
 	for _, enc := range encs {
 		if err := v.setSysReg(SysReg(enc), s.Sys[enc]); err != nil {
 			return err

@@ -20,8 +20,19 @@ func TestSavedSysRegs(t *testing.T) {
 			}
 		}
 	}
-	if len(savedSysRegs) != 20 {
-		t.Errorf("%d registers, want the kvm backend's 20", len(savedSysRegs))
+	// The ten pointer-authentication key halves of hvf.md §3.5.
+	for _, k := range []SysReg{
+		APIAKEYLO_EL1, APIAKEYHI_EL1, APIBKEYLO_EL1, APIBKEYHI_EL1, APDAKEYLO_EL1,
+		APDAKEYHI_EL1, APDBKEYLO_EL1, APDBKEYHI_EL1, APGAKEYLO_EL1, APGAKEYHI_EL1,
+	} {
+		if !seen[k] {
+			t.Errorf("pointer-authentication key %s is not saved", snapshot.SysRegLabel(uint16(k)))
+		}
+	}
+	for _, r := range savedSysRegs {
+		if snapshot.IDReg(uint16(r)) {
+			t.Errorf("ID register %s among the saved registers: RestoreState checks ID registers, never writes them", snapshot.SysRegLabel(uint16(r)))
+		}
 	}
 	if uint16(TPIDR_EL0) != snapshot.SysReg(3, 3, 13, 0, 2) {
 		t.Error("TPIDR_EL0 encoding")

@@ -43,6 +43,37 @@ const (
 	CNTV_CVAL_EL0  SysReg = 0xdf1a // (3,3,14,3,2)
 	SP_EL1         SysReg = 0xe208 // (3,4,4,1,0)
 	MDSCR_EL1      SysReg = 0x8012 // (2,0,0,2,2)
+
+	// Pointer-authentication keys, 128 bits each as LO (bits 63:0) and HI.
+	APIAKEYLO_EL1 SysReg = 0xc108 // (3,0,2,1,0)
+	APIAKEYHI_EL1 SysReg = 0xc109 // (3,0,2,1,1)
+	APIBKEYLO_EL1 SysReg = 0xc10a // (3,0,2,1,2)
+	APIBKEYHI_EL1 SysReg = 0xc10b // (3,0,2,1,3)
+	APDAKEYLO_EL1 SysReg = 0xc110 // (3,0,2,2,0)
+	APDAKEYHI_EL1 SysReg = 0xc111 // (3,0,2,2,1)
+	APDBKEYLO_EL1 SysReg = 0xc112 // (3,0,2,2,2)
+	APDBKEYHI_EL1 SysReg = 0xc113 // (3,0,2,2,3)
+	APGAKEYLO_EL1 SysReg = 0xc118 // (3,0,2,3,0)
+	APGAKEYHI_EL1 SysReg = 0xc119 // (3,0,2,3,1)
+
+	// Software context numbers (FEAT_CSV2_2), macOS 15.2 and later.
+	SCXTNUM_EL1 SysReg = 0xc687 // (3,0,13,0,7)
+	SCXTNUM_EL0 SysReg = 0xde87 // (3,3,13,0,7)
+
+	// ID registers (read-only to the guest). ZFR0 and SMFR0 are macOS
+	// 15.2 additions.
+	MIDR_EL1         SysReg = 0xc000 // (3,0,0,0,0)
+	ID_AA64PFR0_EL1  SysReg = 0xc020 // (3,0,0,4,0)
+	ID_AA64PFR1_EL1  SysReg = 0xc021 // (3,0,0,4,1)
+	ID_AA64ZFR0_EL1  SysReg = 0xc024 // (3,0,0,4,4)
+	ID_AA64SMFR0_EL1 SysReg = 0xc025 // (3,0,0,4,5)
+	ID_AA64DFR0_EL1  SysReg = 0xc028 // (3,0,0,5,0)
+	ID_AA64DFR1_EL1  SysReg = 0xc029 // (3,0,0,5,1)
+	ID_AA64ISAR0_EL1 SysReg = 0xc030 // (3,0,0,6,0)
+	ID_AA64ISAR1_EL1 SysReg = 0xc031 // (3,0,0,6,1)
+	ID_AA64MMFR0_EL1 SysReg = 0xc038 // (3,0,0,7,0)
+	ID_AA64MMFR1_EL1 SysReg = 0xc039 // (3,0,0,7,1)
+	ID_AA64MMFR2_EL1 SysReg = 0xc03a // (3,0,0,7,2)
 )
 
 // Registers that are not hv_sys_reg_t values but that a guest may trap on.

@@ -3,6 +3,7 @@ package hvf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/squibvm/squib/hv"
@@ -55,6 +56,9 @@ func (v *VCPU) init() error {
 	if err := v.setSysReg(MPIDR_EL1, hv.MPIDR(v.id)); err != nil {
 		return err
 	}
+	if err := v.hideFeatures(); err != nil {
+		return err
+	}
 	v.resetVals = make([]uint64, len(resetSysRegs))
 	for i, r := range resetSysRegs {
 		x, err := v.sysReg(r)
@@ -64,6 +68,45 @@ func (v *VCPU) init() error {
 		v.resetVals[i] = x
 	}
 	return v.syncOffset()
+}
+
+// hideFeatures clears from the vCPU's ID registers the features whose state
+// squib cannot save (hiddenFeatures), before the guest can read them. A
+// register this macOS does not have (ZFR0, SMFR0 before 15.2) is skipped.
+func (v *VCPU) hideFeatures() error {
+	for _, h := range hiddenFeatures {
+		x, err := v.sysReg(h.reg)
+		if errors.Is(err, ErrBadArgument) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if y := sanitizeIDReg(h.reg, x); y != x {
+			if err := v.setSysReg(h.reg, y); err != nil {
+				return fmt.Errorf("%w (hiding SVE, SME and MTE from the guest)", err)
+			}
+		}
+	}
+	return nil
+}
+
+// idRegs reads the guest-visible ID registers a snapshot records, keyed by
+// encoding: idSysRegs from the vCPU (one this macOS does not have is left
+// out) and configIDRegs from the VM's default vCPU configuration.
+func (v *VCPU) idRegs() (map[uint16]uint64, error) {
+	ids := maps.Clone(v.vm.configIDs)
+	for _, r := range idSysRegs {
+		x, err := v.sysReg(r)
+		if errors.Is(err, ErrBadArgument) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		ids[uint16(r)] = x
+	}
+	return ids, nil
 }
 
 // wrap prefixes err, if any, with the vCPU.
