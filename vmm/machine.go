@@ -211,6 +211,9 @@ func (m *Machine) Start(input io.Reader) {
 	}
 	switch {
 	case !m.boot:
+		m.ctl.Lock()
+		m.paused = false
+		m.ctl.Unlock()
 		for i, c := range m.vcpus {
 			if m.psci.Power(i) == psci.On || m.vm.InKernelPSCI() {
 				c.cmds <- command{kind: cmdRun}

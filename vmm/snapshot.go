@@ -199,6 +199,8 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 	}
 	// A diff of this machine applies to the loaded snapshot, in its blocks.
 	m.lastID, m.blockSize = st.Header.ID, int(st.Header.Memory.BlockSize)
+	// Until Start it is a paused machine, which can be snapshotted again.
+	m.paused = true
 	err = m.restore(st, shape)
 	if err == nil && o.TrackDirtyPages {
 		err = m.trackDirty()
