@@ -57,7 +57,7 @@ func WriteMemory(path string, ram []byte, o MemoryOptions) (MemoryRef, error) {
 	if err != nil {
 		return MemoryRef{}, err
 	}
-	s, err := stageMemory(path, ft, o.Dirty, func(w *blockWriter) error { return w.write(0, ram) })
+	s, err := stageMemory(path, ft, o.Dirty, func(w *blockWriter) error { return w.writeRAM(ram) })
 	if err != nil {
 		return MemoryRef{}, err
 	}
@@ -104,6 +104,7 @@ type blockWriter struct {
 	zero   []byte // one block of zeros
 	blocks Bitmap
 	sums   []byte
+	probe  pageProbe // nil: read every block
 }
 
 // segment is a stretch of blocks, scanned (on another goroutine) before it
@@ -117,14 +118,23 @@ type segment struct {
 	done  chan struct{} // closed once scanned
 }
 
+// writeRAM writes ram, the whole of guest RAM, skipping the pages the host
+// says were never touched (see pages.go).
+func (w *blockWriter) writeRAM(ram []byte) error {
+	if w.probe = openProbe(ram); w.probe != nil {
+		defer w.probe.Close()
+	}
+	return w.write(0, ram)
+}
+
 // write adds data, the contents of the consecutive blocks from block first
 // on, to the file. A full file carries every block that is not all zero; a
 // diff carries the dirty blocks, whatever they hold. Carried blocks are
 // written unless all zero, which the hole already reads as.
 //
-// Scanning (reading every byte of RAM, faulting in pages never touched, and
-// checksumming) runs ahead on other goroutines while this one writes, so the
-// two overlap.
+// Scanning (reading every byte of RAM but the pages w.probe says were never
+// touched, and checksumming) runs ahead on other goroutines while this one
+// writes, so the two overlap.
 func (w *blockWriter) write(first int, data []byte) error {
 	if len(data)%w.bs != 0 {
 		return errors.New("snapshot: data is not a whole number of blocks")
@@ -175,11 +185,15 @@ func (w *blockWriter) write(first int, data []byte) error {
 // scan finds the carried blocks of s and their checksums.
 func (w *blockWriter) scan(s *segment) {
 	defer close(s.done)
+	untouched := zeroBlocks(w.probe, s.data, w.bs)
 	for j := range len(s.data) / w.bs {
 		if w.dirty != nil && !w.dirty.Has(s.first+j) {
 			continue
 		}
 		b := s.data[j*w.bs : (j+1)*w.bs]
+		if untouched != nil && untouched.Has(j) {
+			b = w.zero // what it reads as, without faulting it in
+		}
 		zero := bytes.Equal(b, w.zero)
 		if zero && w.dirty == nil {
 			continue

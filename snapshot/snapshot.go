@@ -55,7 +55,7 @@ func Create(f Files, st *State, ram []byte, o CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	mem, err := stageMemory(f.Memory, ft, o.Dirty, func(w *blockWriter) error { return w.write(0, ram) })
+	mem, err := stageMemory(f.Memory, ft, o.Dirty, func(w *blockWriter) error { return w.writeRAM(ram) })
 	if err != nil {
 		return err
 	}
