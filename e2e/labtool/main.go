@@ -26,6 +26,19 @@
 //
 // prints the body of GET PATH from the squibd API at SOCKET, as sent (busybox
 // has no HTTP client for Unix sockets); a fault fails.
+//
+//	labtool same STATE1 MEM1 STATE2 MEM2
+//
+// compares two snapshots of one guest moment, the second taken of the first
+// restored paused: their state files must be equal except for the header's
+// ID, parent and time and the memory file's ID, and for what time alone
+// changes (the guest's counters, which may only have gone forward, and
+// their timers' ISTATUS bits, which follow the counters); their memory files
+// must hold the same RAM image. It prints SAME, or each difference and
+// fails. Like mangle, it reads the files by the format doc's layout.
+//
+// The mangle kind midr (of a resealed file) changes the low bit of every
+// vCPU's saved MIDR_EL1, as a snapshot from another CPU model would have.
 package main
 
 import (
@@ -56,6 +69,19 @@ const (
 	keyArch     = 1
 	keyBackend  = 2
 	keyPageSize = 4
+	keyID       = 7
+	keyParent   = 8
+	keyCreated  = 10
+	keyMemory   = 11 // {1: FileID, 2: Size, ...}
+	keyRAMSize  = 6
+	keyMachine  = 2
+	keyVCPUs    = 2
+	keySys      = 11
+	keyTimer    = 14 // {1: CTL, 2: CVAL, 3: Counter}
+	encMIDR     = 0xC000
+	encCNTPCT   = 0xDF01 // KVM's PTIMER_CNT
+	encCNTPCTL  = 0xDF11
+	istatus     = 1 << 2 // CNT*_CTL_EL0.ISTATUS
 )
 
 func main() {
@@ -74,9 +100,12 @@ func main() {
 		err = seqwrite(os.Args[2], os.Args[3])
 	case len(os.Args) == 4 && os.Args[1] == "get":
 		err = get(os.Args[2], os.Args[3])
+	case len(os.Args) == 6 && os.Args[1] == "same":
+		err = same(os.Args[2:])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: labtool mangle truncate|flip|version|arch|backend|pagesize IN OUT\n"+
-			"       labtool nonzero FILE SIZE\n       labtool seqwrite FILE BYTES\n       labtool get SOCKET PATH")
+		fmt.Fprintln(os.Stderr, "usage: labtool mangle truncate|flip|version|arch|backend|pagesize|midr IN OUT\n"+
+			"       labtool nonzero FILE SIZE\n       labtool seqwrite FILE BYTES\n       labtool get SOCKET PATH\n"+
+			"       labtool same STATE1 MEM1 STATE2 MEM2")
 		os.Exit(2)
 	}
 	if err != nil {
@@ -176,6 +205,16 @@ func mangle(kind string, b []byte) ([]byte, error) {
 		} else {
 			h[uint64(keyPageSize)] = uint64(4096)
 		}
+	case "midr":
+		for _, c := range vcpus(st) {
+			if sys, ok := c[uint64(keySys)].(map[any]any); ok {
+				if x, ok := sys[uint64(encMIDR)].(uint64); ok {
+					sys[uint64(encMIDR)] = x ^ 1
+					continue
+				}
+			}
+			return nil, fmt.Errorf("a vCPU without MIDR_EL1")
+		}
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
@@ -205,4 +244,169 @@ func get(socket, path string) error {
 	}
 	_, err := os.Stdout.Write(body)
 	return err
+}
+
+// vcpus returns the vCPU maps of a decoded state body.
+func vcpus(st map[any]any) []map[any]any {
+	m, _ := st[uint64(keyMachine)].(map[any]any)
+	list, _ := m[uint64(keyVCPUs)].([]any)
+	var out []map[any]any
+	for _, c := range list {
+		if cm, ok := c.(map[any]any); ok {
+			out = append(out, cm)
+		}
+	}
+	return out
+}
+
+// decodeState returns a state file's decoded body.
+func decodeState(path string) (map[any]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < prefixLen+trailerLen {
+		return nil, fmt.Errorf("%s: %d bytes: not a state file", path, len(b))
+	}
+	var st map[any]any
+	if err := cbor.Unmarshal(b[prefixLen:len(b)-trailerLen], &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// same is labtool same (see the package doc).
+func same(args []string) error {
+	a, err := decodeState(args[0])
+	if err != nil {
+		return err
+	}
+	b, err := decodeState(args[2])
+	if err != nil {
+		return err
+	}
+	var diffs []string
+	// What time alone changes: counters may only go forward.
+	ca, cb := vcpus(a), vcpus(b)
+	if len(ca) != len(cb) {
+		return fmt.Errorf("%d vCPUs, then %d", len(ca), len(cb))
+	}
+	for i := range ca {
+		ta, _ := ca[i][uint64(keyTimer)].(map[any]any)
+		tb, _ := cb[i][uint64(keyTimer)].(map[any]any)
+		sa, _ := ca[i][uint64(keySys)].(map[any]any)
+		sb, _ := cb[i][uint64(keySys)].(map[any]any)
+		for _, c := range []struct {
+			name   string
+			ma, mb map[any]any
+			cnt    uint64
+			ctl    uint64
+		}{{"virtual", ta, tb, 3, 1}, {"physical", sa, sb, encCNTPCT, encCNTPCTL}} {
+			if c.ma == nil || c.mb == nil {
+				continue
+			}
+			x, _ := c.ma[c.cnt].(uint64)
+			y, _ := c.mb[c.cnt].(uint64)
+			if y < x {
+				diffs = append(diffs, fmt.Sprintf("vCPU %d: %s counter went back from %d to %d", i, c.name, x, y))
+			}
+			delete(c.ma, c.cnt)
+			delete(c.mb, c.cnt)
+			for _, m := range []map[any]any{c.ma, c.mb} {
+				if v, ok := m[c.ctl].(uint64); ok {
+					m[c.ctl] = v &^ istatus
+				}
+			}
+		}
+	}
+	var size uint64
+	for _, st := range []map[any]any{a, b} {
+		h, _ := st[uint64(keyHeader)].(map[any]any)
+		size, _ = h[uint64(keyRAMSize)].(uint64)
+		for _, k := range []uint64{keyID, keyParent, keyCreated} {
+			delete(h, k)
+		}
+		if mem, ok := h[uint64(keyMemory)].(map[any]any); ok {
+			delete(mem, uint64(1))
+		}
+	}
+	diffs = append(diffs, compare("state", a, b)...)
+	if err := sameRAM(args[1], args[3], int64(size)); err != nil {
+		diffs = append(diffs, err.Error())
+	}
+	if len(diffs) > 0 {
+		for _, d := range diffs {
+			fmt.Println("DIFF", d)
+		}
+		return fmt.Errorf("%d differences", len(diffs))
+	}
+	fmt.Println("SAME")
+	return nil
+}
+
+// compare lists where two decoded CBOR values differ, by path.
+func compare(path string, a, b any) []string {
+	ma, oka := a.(map[any]any)
+	mb, okb := b.(map[any]any)
+	if oka && okb {
+		var d []string
+		for k, va := range ma {
+			vb, ok := mb[k]
+			if !ok {
+				d = append(d, fmt.Sprintf("%s/%v: only in the first", path, k))
+				continue
+			}
+			d = append(d, compare(fmt.Sprintf("%s/%v", path, k), va, vb)...)
+		}
+		for k := range mb {
+			if _, ok := ma[k]; !ok {
+				d = append(d, fmt.Sprintf("%s/%v: only in the second", path, k))
+			}
+		}
+		return d
+	}
+	la, oka := a.([]any)
+	lb, okb := b.([]any)
+	if oka && okb && len(la) == len(lb) {
+		var d []string
+		for i := range la {
+			d = append(d, compare(fmt.Sprintf("%s/%d", path, i), la[i], lb[i])...)
+		}
+		return d
+	}
+	if fmt.Sprintf("%#v", a) != fmt.Sprintf("%#v", b) {
+		return []string{fmt.Sprintf("%s: %x, then %x", path, a, b)}
+	}
+	return nil
+}
+
+// sameRAM compares the RAM images, the first size bytes, of two memory files.
+func sameRAM(p1, p2 string, size int64) error {
+	f1, err := os.Open(p1)
+	if err != nil {
+		return err
+	}
+	defer f1.Close()
+	f2, err := os.Open(p2)
+	if err != nil {
+		return err
+	}
+	defer f2.Close()
+	b1, b2 := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(b1)) {
+		n := min(int64(len(b1)), size-off)
+		if _, err := f1.ReadAt(b1[:n], off); err != nil {
+			return err
+		}
+		if _, err := f2.ReadAt(b2[:n], off); err != nil {
+			return err
+		}
+		if !bytes.Equal(b1[:n], b2[:n]) {
+			return fmt.Errorf("RAM differs in the MiB at offset %#x", off)
+		}
+	}
+	if size == 0 {
+		return errors.New("no RAM size in the header")
+	}
+	return nil
 }

@@ -1,10 +1,12 @@
 # Bad snapshots, against squibd's real loader: each is refused with one
 # clear message, no VM starts, nothing is written; the same squibd then
 # loads a good snapshot. Uses diff.sh's snapshots (run it first): base, and
-# ref for a memory file of another snapshot.
+# ref for a memory file of another snapshot. midr is a snapshot from another
+# CPU model (its MIDR_EL1 differs from this host's), refused by the
+# ID-register rule.
 . /e2e/lib.sh
 mkdir -p /tmp/bad
-for k in truncate flip version arch backend pagesize; do
+for k in truncate flip version arch backend pagesize midr; do
 	/labtool mangle $k /tmp/base.state /tmp/bad/$k.state || exit 60
 done
 # listing: every file name in /tmp, and the size and time of the snapshots.
@@ -18,7 +20,7 @@ try() { # try NAME STATE MEM
 	/squibd snapshot load --socket /tmp/x.sock --snapshot "$2" --mem "$3" --resume >/tmp/try.err 2>&1
 	echo "BAD $1 exit=$? state=$(/squibd status --socket /tmp/x.sock | awk '/^state:/ {print $2" "$3}') lines=$(wc -l </tmp/try.err) msg=$(cat /tmp/try.err)"
 }
-for k in truncate flip version arch backend pagesize; do
+for k in truncate flip version arch backend pagesize midr; do
 	try $k /tmp/bad/$k.state /tmp/base.mem
 done
 try missing-memory /tmp/base.state /tmp/nonexistent.mem
