@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/squibvm/squib/loader"
-	"github.com/squibvm/squib/psci"
 	"github.com/squibvm/squib/snapshot"
 	"github.com/squibvm/squib/vmm"
 )
@@ -178,7 +177,7 @@ func TestSnapshotScenarios(t *testing.T) {
 	for _, copyIn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("restore-copy=%v", copyIn), func(t *testing.T) {
 			var console syncBuffer
-			m, err := vmm.Restore(h, files("ref"), vmm.RestoreOptions{Power: psci.RestoreBSPOnly, CopyMemory: copyIn}, &console, log)
+			m, err := vmm.Restore(h, files("ref"), vmm.RestoreOptions{CopyMemory: copyIn}, &console, log)
 			if err != nil {
 				t.Fatal(err)
 			}
