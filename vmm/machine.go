@@ -118,6 +118,9 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 		if err != nil {
 			m.end(Failed, err)
 			m.wg.Wait()
+			if m.uart != nil {
+				m.uart.Close()
+			}
 			if m.vm != nil {
 				m.vm.Close()
 			}
@@ -257,6 +260,9 @@ func (m *Machine) setPaused(paused bool) error {
 	err := m.broadcast(kind)
 	if err == nil {
 		m.paused = paused
+		if paused {
+			m.uart.Flush() // all the paused guest's console output is out
+		}
 	}
 	return err
 }
@@ -304,6 +310,7 @@ func (m *Machine) end(o Outcome, err error) {
 func (m *Machine) Wait() (Outcome, error) {
 	<-m.stopping
 	m.wg.Wait()
+	m.uart.Close() // the guest's last console output
 	err := m.vm.Close()
 	if cerr := m.ram.Close(); err == nil {
 		err = cerr

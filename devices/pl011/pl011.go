@@ -1,12 +1,14 @@
 // Package pl011 emulates the Arm PrimeCell PL011 UART (DDI 0183) as far as
-// Linux's amba-pl011 driver uses it: transmit straight to a writer, a receive
-// FIFO fed from the host, and the interrupt status and mask registers. There
-// is no baud-rate timing: transmission completes at once.
+// Linux's amba-pl011 driver uses it: transmit to a writer through a bounded
+// host-side buffer (see tx.go), a receive FIFO fed from the host, and the
+// interrupt status and mask registers. There is no baud-rate timing: to the
+// guest, transmission completes at once and the transmit FIFO is always empty.
 package pl011
 
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // Size is the length of the register window.
@@ -51,7 +53,7 @@ var ids = [8]byte{0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1}
 // UART is one PL011. It is safe for concurrent use: vCPU threads access the
 // registers while a host goroutine feeds input.
 type UART struct {
-	out io.Writer
+	tx  *txq
 	irq func(level bool)
 
 	mu    sync.Mutex
@@ -63,13 +65,30 @@ type UART struct {
 	txIntCleared                            bool
 }
 
-// New returns a UART that writes transmitted bytes to out and drives its
-// interrupt line through irq.
+// New returns a UART that writes transmitted bytes to out, from a goroutine
+// of its own, and drives its interrupt line through irq. Close it when the
+// machine ends, to write out the last bytes and stop that goroutine.
 func New(out io.Writer, irq func(level bool)) *UART {
-	u := &UART{out: out, irq: irq, cr: 0x300, ifls: 0x12}
+	return newUART(out, irq, txIdle, txMaxDelay)
+}
+
+func newUART(out io.Writer, irq func(level bool), idle, maxDelay time.Duration) *UART {
+	if out == nil {
+		out = io.Discard
+	}
+	u := &UART{tx: newTxq(out, idle, maxDelay), irq: irq, cr: 0x300, ifls: 0x12}
 	u.space = sync.NewCond(&u.mu)
 	return u
 }
+
+// Flush returns once every byte the guest has transmitted so far has been
+// written to the console (or refused by it).
+func (u *UART) Flush() { u.tx.flush() }
+
+// Close writes out every byte the guest has transmitted and stops the
+// UART's writer goroutine; bytes transmitted later are written at once.
+// It may be called more than once.
+func (u *UART) Close() { u.tx.close() }
 
 // ris is the raw interrupt status: receive and receive-timeout while input
 // waits, transmit whenever the (instant) transmit FIFO is below its trigger
@@ -140,12 +159,16 @@ func (u *UART) Read(off uint64, size int) uint64 {
 
 // Write stores v into the register at off.
 func (u *UART) Write(off uint64, size int, v uint64) {
+	if off == regDR {
+		// Outside mu: put may wait for room, and must not hold up input
+		// or the other registers meanwhile.
+		u.tx.put(byte(v))
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	w := uint32(v)
 	switch off {
 	case regDR:
-		u.out.Write([]byte{byte(w)})
 		u.txIntCleared = false
 	case regIBRD:
 		u.ibrd = w & 0xffff
@@ -208,8 +231,10 @@ type State struct {
 	RX                                      []byte `cbor:",omitempty"` // input the guest has not read yet
 }
 
-// Save returns the UART's state.
+// Save returns the UART's state. The state has no transmit bytes, so Save
+// first writes out those still buffered.
 func (u *UART) Save() State {
+	u.Flush()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return State{u.ibrd, u.fbrd, u.lcrh, u.cr, u.ifls, u.imsc, u.dmacr, u.txIntCleared, append([]byte(nil), u.rx...)}

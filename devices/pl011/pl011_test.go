@@ -22,6 +22,7 @@ func TestTransmit(t *testing.T) {
 		}
 		u.Write(regDR, 4, uint64(c))
 	}
+	u.Close()
 	if out.String() != "hi\n" {
 		t.Fatalf("output %q", out.String())
 	}
