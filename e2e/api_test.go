@@ -55,7 +55,7 @@ func TestAPI(t *testing.T) {
 	config := filepath.Join(t.TempDir(), "vm.json")
 	err := os.WriteFile(config, []byte(`{
 		"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
-			"boot_args": "console=ttyAMA0 panic=-1 squib.test=poweroff"},
+			"boot_args": "console=ttyAMA0 earlycon panic=-1 squib.test=poweroff"},
 		"machine-config": {"vcpu_count": 2, "mem_size_mib": 128},
 		"drives": [], "network-interfaces": [], "vsock": null}`), 0o644)
 	if err != nil {

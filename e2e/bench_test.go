@@ -27,7 +27,7 @@ while IFS= read -r l; do read t _ </proc/uptime; echo "T $t $l"; done`
 // pages L1's kernel gives all anonymous memory (guest RAM keeps them).
 const rssScript = `mkfifo /tmp/in
 env $SQUIBD_ENV /squibd run --memory 256 --kernel /guest/Image --initrd /guest/initrd.gz \
-  --cmdline "console=ttyAMA0 quiet squib.test=shell" </tmp/in >/tmp/out 2>&1 &
+  --cmdline "console=ttyAMA0 earlycon quiet squib.test=shell" </tmp/in >/tmp/out 2>&1 &
 pid=$!
 exec 3>/tmp/in
 i=0; until grep -q SQUIB-GUEST-INIT /tmp/out || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done
@@ -67,7 +67,7 @@ func BenchmarkBoot(b *testing.B) {
 	lab.Require(b)
 	const boots = 5
 	boot := fmt.Sprintf(stamp, "/squibd run --log-level info --kernel /guest/Image --initrd /guest/initrd.gz "+
-		`--cmdline "console=ttyAMA0 quiet panic=-1 squib.test=poweroff"`)
+		`--cmdline "console=ttyAMA0 earlycon quiet panic=-1 squib.test=poweroff"`)
 	var cmds []lab.Command
 	for i := range boots {
 		cmds = append(cmds, lab.Command{Name: fmt.Sprintf("boot-%d", i), Args: []string{"/bin/sh", "-c", boot}})

@@ -14,7 +14,7 @@ import (
 // guestRun returns the argv that boots the lab guest with squib.test=test.
 func guestRun(test string, extra ...string) []string {
 	args := []string{"/squibd", "run", "--kernel", "/guest/Image", "--initrd", "/guest/initrd.gz",
-		"--cmdline", "console=ttyAMA0 panic=-1 squib.test=" + test}
+		"--cmdline", "console=ttyAMA0 earlycon panic=-1 squib.test=" + test}
 	return append(args, extra...)
 }
 
@@ -46,7 +46,7 @@ func why(out string) string {
 // the bytes reached the guest.
 const consoleInput = `mkfifo /tmp/in
 /squibd run --kernel /guest/Image --initrd /guest/initrd.gz \
-  --cmdline "console=ttyAMA0 squib.test=shell" </tmp/in >/tmp/out 2>&1 &
+  --cmdline "console=ttyAMA0 earlycon squib.test=shell" </tmp/in >/tmp/out 2>&1 &
 pid=$!
 exec 3>/tmp/in
 i=0; until grep -q '/ #' /tmp/out || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done
@@ -89,7 +89,7 @@ func bootScenarios(t *testing.T, ps lab.PageSize) {
 			check{[]string{"SQUIB-STDIN-42"}, ""}},
 		{lab.Command{Name: "console-file", Args: []string{"/bin/sh", "-c",
 			`/squibd run --kernel /guest/Image --initrd /guest/initrd.gz --console file:/tmp/console.log \
-			  --cmdline "console=ttyAMA0 squib.test=poweroff" >/tmp/stdout.log; s=$?;
+			  --cmdline "console=ttyAMA0 earlycon squib.test=poweroff" >/tmp/stdout.log; s=$?;
 			 grep -c SQUIB-GUEST-INIT /tmp/stdout.log; sed 's/^/FILE:/' /tmp/console.log; exit $s`}},
 			check{[]string{"0\n", "FILE:SQUIB-GUEST-INIT", "FILE:SQUIB-GUEST-POWEROFF"}, ""}},
 		{lab.Command{Name: "reboot", Args: guestRun("reboot"), Want: 3},

@@ -41,7 +41,7 @@ if [ "$test" = snapshot ]; then
 	cat >"$dir/scenario.sh" <<'EOF'
 say() { echo; echo "demo: $*"; }
 printf '%s' '{"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
-  "boot_args": "console=ttyAMA0 quiet squib.test=counter"},
+  "boot_args": "console=ttyAMA0 earlycon quiet squib.test=counter"},
  "machine-config": {"vcpu_count": 1, "mem_size_mib": 256}}' >/tmp/vm.json
 say "booting a guest that counts (squibd --api-sock /tmp/a.sock --config-file /tmp/vm.json)"
 /squibd --api-sock /tmp/a.sock --config-file /tmp/vm.json &
@@ -63,7 +63,7 @@ say "stopping it"; kill $b; wait $b
 EOF
 else
 	cat >"$dir/scenario.sh" <<EOF
-/squibd run --kernel /guest/Image --initrd /guest/initrd.gz --cmdline "console=ttyAMA0 squib.test=$test"
+/squibd run --kernel /guest/Image --initrd /guest/initrd.gz --cmdline "console=ttyAMA0 earlycon squib.test=$test"
 echo "squibd exited with status \$?"
 EOF
 fi

@@ -47,7 +47,7 @@ const (
 	freeze = 3 * time.Second
 )
 
-func bootArgs(test string) string { return "console=ttyAMA0 panic=-1 squib.test=" + test }
+func bootArgs(test string) string { return "console=ttyAMA0 earlycon panic=-1 squib.test=" + test }
 
 func main() {
 	scenarios := map[string]func([]string) error{

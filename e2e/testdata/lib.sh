@@ -11,7 +11,7 @@ trap 'kill $bg 2>/dev/null' EXIT
 # guest's snapshot workload.
 vmconfig() {
 	printf '{"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
-  "boot_args": "console=ttyAMA0 panic=-1 squib.test=workload"},
+  "boot_args": "console=ttyAMA0 earlycon panic=-1 squib.test=workload"},
  "machine-config": {"vcpu_count": %d, "mem_size_mib": %d, "track_dirty_pages": %s}}\n' \
 		"$2" "${4:-128}" "${3:-false}" >"$1"
 }
