@@ -10,6 +10,8 @@
 # 4; 4-6.1 is Debian's Linux 6.1, older than KVM's SMCCC filter); -t bounds
 # the QEMU run (default 600 s; exit status 124 when it expires). The L1
 # console is this script's stdin and stdout; type Ctrl-A X to leave QEMU.
+# SQUIB_LAB_QEMU names the qemu-system-aarch64 binary to run (default: the
+# one on PATH), e.g. a newer QEMU unpacked beside the installed one.
 . "$(dirname "$0")/lib.sh"
 
 usage() { die "usage: boot-l1.sh [-p 4|16|4-6.1] [-t SECONDS] DIR (DIR holds scenario.sh)"; }
@@ -42,7 +44,7 @@ log "booting L1 ($kernel, at most $limit s)"
 # for it). pauth-impdef: a cheap pointer-authentication hash instead of the
 # architected QARMA, which TCG emulates slowly. panic=-1 with -no-reboot: a
 # panicking L1 ends QEMU at once.
-timeout --foreground -k 10 "$limit" qemu-system-aarch64 \
+timeout --foreground -k 10 "$limit" "${SQUIB_LAB_QEMU:-qemu-system-aarch64}" \
 	-M virt,virtualization=on,gic-version=3 -cpu max,pauth-impdef=on \
 	-smp 2 -m 2048 -nographic -nic none -no-reboot \
 	-kernel "$l1/$kernel" -initrd "$tmp/initrd" \

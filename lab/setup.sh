@@ -9,7 +9,11 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need=()
-for cmd in qemu-system-aarch64:qemu-system-arm aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
+# QEMU: bookworm's 7.2, pinned. Measured against bookworm-backports' 10.0
+# (lab/README.md, "Which QEMU"): no fewer lab failures, and 1.05-1.4x slower.
+qemu_version=7.2
+command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm/bookworm)
+for cmd in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
            dtc:device-tree-compiler cpio:cpio flex:flex bison:bison bc:bc xz:xz-utils \
            make:make perl:perl gcc:gcc; do
 	command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
@@ -53,3 +57,9 @@ if [ "${#need[@]}" -gt 0 ]; then
 	echo "lab: installing ${need[*]}" >&2
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+
+case "$(qemu-system-aarch64 --version | head -1)" in
+*" version $qemu_version."*) ;;
+*) echo "lab: qemu-system-aarch64 is $(qemu-system-aarch64 --version | head -1), the lab wants $qemu_version (bookworm's)" >&2
+	exit 1 ;;
+esac
