@@ -82,6 +82,22 @@ func onThread(fn func() error) error {
 	return <-done
 }
 
+// onVCPU0 runs fn on a thread of its own (onThread) with vm's vCPU 0
+// created and vm Ready; the vCPU is closed when fn returns.
+func onVCPU0(vm *hvf.VM, fn func(c *hvf.VCPU) error) error {
+	return onThread(func() error {
+		c, err := vm.NewVCPU(0)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := vm.Ready(); err != nil {
+			return err
+		}
+		return fn(c.(*hvf.VCPU))
+	})
+}
+
 // syncBuffer collects console output written from vCPU threads.
 type syncBuffer struct {
 	mu  sync.Mutex

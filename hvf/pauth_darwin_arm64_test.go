@@ -140,15 +140,7 @@ func TestPointerAuth(t *testing.T) {
 	loadPauthProgram(t, ram.Write)
 	var saved snapshot.VCPU
 	var seen [3]uint64 // ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, ID_AA64ISAR1_EL1 as the guest read them
-	err := onThread(func() error {
-		c, err := vm.NewVCPU(0)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := vm.Ready(); err != nil {
-			return err
-		}
+	err := onVCPU0(vm, func(c *hvf.VCPU) error {
 		if err := c.PowerOn(vmm.RAMBase, 0); err != nil {
 			return err
 		}
@@ -168,7 +160,7 @@ func TestPointerAuth(t *testing.T) {
 		if args[1] != pauthPtr || args[0] == pauthPtr || args[0]&0xffff_ffff_ffff != pauthPtr {
 			return fmt.Errorf("PACIA made %#x of %#x: want the pointer with a PAC in its top bits", args[0], args[1])
 		}
-		saved, err = c.(*hvf.VCPU).SaveState()
+		saved, err = c.SaveState()
 		return err
 	})
 	if errors.Is(err, errNoPAuth) {
@@ -229,26 +221,17 @@ func TestPointerAuthRestored(t *testing.T) {
 	}
 	ram, vm := newVM(t, openHVF(t), 1)
 	loadPauthProgram(t, ram.Write)
-	err = onThread(func() error {
-		c, err := vm.NewVCPU(0)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := vm.Ready(); err != nil {
-			return err
-		}
-		v := c.(*hvf.VCPU)
+	err = onVCPU0(vm, func(c *hvf.VCPU) error {
 		other := saved
 		other.Sys = map[uint16]uint64{}
 		for k, x := range saved.Sys {
 			other.Sys[k] = x
 		}
 		other.Sys[uint16(hvf.MIDR_EL1)] ^= 1 // another revision of the CPU
-		if err := v.RestoreState(other); !errors.Is(err, snapshot.ErrHost) || !strings.Contains(err.Error(), "MIDR_EL1") {
+		if err := c.RestoreState(other); !errors.Is(err, snapshot.ErrHost) || !strings.Contains(err.Error(), "MIDR_EL1") {
 			return fmt.Errorf("restoring with another MIDR_EL1: %v, want snapshot.ErrHost naming it", err)
 		}
-		if err := v.RestoreState(saved); err != nil {
+		if err := c.RestoreState(saved); err != nil {
 			return err
 		}
 		fid, args, err := runToHypercall(c)

@@ -79,15 +79,7 @@ func TestGuestProgram(t *testing.T) {
 		{want: hv.Exit{Kind: hv.ExitHypercall, FID: 0x84000001, Args: [3]uint64{0x11, 2, 3}}, results: [4]uint64{0x55}},
 		{want: hv.Exit{Kind: hv.ExitHypercall, FID: 0x84000002, Args: [3]uint64{0x55, 0, 0}}},
 	}
-	err := onThread(func() error {
-		c, err := vm.NewVCPU(0)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := vm.Ready(); err != nil {
-			return err
-		}
+	err := onVCPU0(vm, func(c *hvf.VCPU) error {
 		if err := vm.TrackDirty(16 << 10); err != nil {
 			return err
 		}
@@ -159,50 +151,41 @@ func TestGuestProgram(t *testing.T) {
 // GIC blob, and the guest counter.
 func TestStateAPIs(t *testing.T) {
 	_, vm := newVM(t, openHVF(t), 1)
-	err := onThread(func() error {
-		c, err := vm.NewVCPU(0)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := vm.Ready(); err != nil {
-			return err
-		}
-		v := c.(*hvf.VCPU)
+	err := onVCPU0(vm, func(c *hvf.VCPU) error {
 		for n := range 32 {
 			want := [2]uint64{0x0011223344556677 + uint64(n), 0x8899aabbccddeeff ^ uint64(n)<<56}
-			if err := v.SetSIMD(n, want); err != nil {
+			if err := c.SetSIMD(n, want); err != nil {
 				return err
 			}
-			if got, err := v.SIMD(n); err != nil || got != want {
+			if got, err := c.SIMD(n); err != nil || got != want {
 				return fmt.Errorf("V%d: set %#x, read back %#x (%v)", n, want, got, err)
 			}
 		}
-		icc, err := v.SaveICC()
+		icc, err := c.SaveICC()
 		if err != nil {
 			return err
 		}
 		icc[gic.ICC_PMR_EL1] = 0xf0
-		if err := v.RestoreICC(icc); err != nil {
+		if err := c.RestoreICC(icc); err != nil {
 			return err
 		}
-		if again, err := v.SaveICC(); err != nil || again[gic.ICC_PMR_EL1] != 0xf0 {
+		if again, err := c.SaveICC(); err != nil || again[gic.ICC_PMR_EL1] != 0xf0 {
 			return fmt.Errorf("ICC_PMR_EL1 = %#x after restoring 0xf0 (%v)", again[gic.ICC_PMR_EL1], err)
 		}
 		if _, err := vm.SaveGIC(); err == nil {
 			return fmt.Errorf("SaveGIC succeeded before the vCPU saved its state")
 		}
-		saved, err := v.SaveState()
+		saved, err := c.SaveState()
 		if err != nil {
 			return err
 		}
 		if saved.V[5] != [2]uint64{0x0011223344556677 + 5, 0x8899aabbccddeeff ^ 5<<56} || saved.MPIDR != hv.MPIDR(0) {
 			return fmt.Errorf("SaveState: V5 %#x MPIDR %#x", saved.V[5], saved.MPIDR)
 		}
-		if err := v.RestoreState(saved); err != nil {
+		if err := c.RestoreState(saved); err != nil {
 			return err
 		}
-		if again, err := v.SaveState(); err != nil || again.V != saved.V || again.Sys[uint16(hvf.TPIDR_EL0)] != saved.Sys[uint16(hvf.TPIDR_EL0)] {
+		if again, err := c.SaveState(); err != nil || again.V != saved.V || again.Sys[uint16(hvf.TPIDR_EL0)] != saved.Sys[uint16(hvf.TPIDR_EL0)] {
 			return fmt.Errorf("state after RestoreState differs (%v)", err)
 		}
 		st, err := vm.SaveGIC()
