@@ -314,13 +314,15 @@ func (c *Controller) snapshotCreate(s SnapshotCreate) error {
 		metric = "diff_create_snapshot"
 	}
 	t := time.Now()
-	if err := c.m.Snapshot(snapshot.Files{State: *s.SnapshotPath, Memory: *s.MemFilePath}, diff); err != nil {
+	st, err := c.m.Snapshot(snapshot.Files{State: *s.SnapshotPath, Memory: *s.MemFilePath}, diff)
+	if err != nil {
 		err = fmt.Errorf("Create snapshot error: %w", err)
 		c.Log().Error("the snapshot failed; the microVM stays paused", "err", err)
 		return err
 	}
 	c.metrics.store("latencies_us", metric, time.Since(t))
-	c.Log().Info("snapshot created", "diff", diff, "state", *s.SnapshotPath, "memory", *s.MemFilePath, "took", time.Since(t))
+	c.Log().Info("snapshot created", "diff", diff, "state", *s.SnapshotPath, "memory", *s.MemFilePath, "took", time.Since(t),
+		"save", st.Save, "scan_wait", st.ScanWait, "write", st.Write, "sync", st.Sync, "written", st.Written)
 	return nil
 }
 

@@ -160,8 +160,10 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			case "CREATE":
 				took, seq := ms("took"), ms("seqwrite")
 				alloc, nonzero := num(f["allocated"]), num(f["nonzero"])
-				lines[mib] = append(lines[mib], fmt.Sprintf("full snapshot %.1f MiB written for %.1f MiB non-zero (%.3fx) in %.0f ms, "+
-					"a plain write of as much %.0f ms (throughput %.2fx)", alloc/(1<<20), nonzero/(1<<20), alloc/nonzero, took, seq, seq/took))
+				lines[mib] = append(lines[mib], fmt.Sprintf("full snapshot %.1f MiB written for %.1f MiB non-zero (%.3fx) in %.0f ms "+
+					"(saving state %.0f, waiting for the RAM scan %.0f, writing %.0f, syncing %.0f), "+
+					"a plain write of as much %.0f ms (throughput %.2fx)", alloc/(1<<20), nonzero/(1<<20), alloc/nonzero, took,
+					ms("save"), ms("scan_wait"), ms("write"), ms("sync"), seq, seq/took))
 			case "DIFF":
 				data := num(f["data_blocks"]) * num(f["block_size"])
 				lines[mib] = append(lines[mib], fmt.Sprintf("diff after rewriting %.0f MiB: %.2f MiB (%d blocks) in %.0f ms",

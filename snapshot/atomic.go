@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // staged is a complete, synced file under a temporary name in the directory
@@ -12,16 +13,21 @@ type staged struct{ tmp, final string }
 
 // stage writes a file that is to appear at final. It creates a temporary file
 // (mode 0600: snapshots hold guest secrets) in final's directory, lets write
-// fill it, then syncs and closes it. On any error, the temporary file is
-// removed and nothing at final has changed.
-func stage(final string, write func(f *os.File) error) (*staged, error) {
+// fill it, then syncs and closes it, adding the time the sync took to synced
+// (when not nil). On any error, the temporary file is removed and nothing at
+// final has changed.
+func stage(final string, synced *time.Duration, write func(f *os.File) error) (*staged, error) {
 	f, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: creating %s: %w", final, err)
 	}
 	err = write(f)
 	if err == nil {
+		t := time.Now()
 		err = f.Sync()
+		if synced != nil {
+			*synced += time.Since(t)
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -51,11 +51,11 @@ func TestPublishFailure(t *testing.T) {
 		}
 		return &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
 	}
-	mem, err := stage(f.Memory, func(*os.File) error { return nil })
+	mem, err := stage(f.Memory, nil, func(*os.File) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stage(f.State, full); !errors.Is(err, syscall.ENOSPC) {
+	if _, err := stage(f.State, nil, full); !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("stage() = %v; want ENOSPC", err)
 	}
 	discard(mem) // what Create does when the second file fails

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // DefaultBlockSize is the block size used when none is given: 16 KiB, or the
@@ -57,7 +58,7 @@ func WriteMemory(path string, ram []byte, o MemoryOptions) (MemoryRef, error) {
 	if err != nil {
 		return MemoryRef{}, err
 	}
-	s, err := stageMemory(path, ft, o.Dirty, func(w *blockWriter) error { return w.writeRAM(ram) })
+	s, err := stageMemory(path, ft, o.Dirty, nil, func(w *blockWriter) error { return w.writeRAM(ram) })
 	if err != nil {
 		return MemoryRef{}, err
 	}
@@ -71,13 +72,16 @@ func (f *footer) ref() MemoryRef {
 // stageMemory writes a memory file described by ft under a temporary name:
 // fill hands it the contents through a blockWriter, then the footer is
 // completed and appended. The file is sized first, so skipped blocks are
-// holes.
-func stageMemory(path string, ft *footer, dirty Bitmap, fill func(*blockWriter) error) (*staged, error) {
-	return stage(path, func(f *os.File) error {
+// holes. stats, when not nil, receives the time spent.
+func stageMemory(path string, ft *footer, dirty Bitmap, stats *CreateStats, fill func(*blockWriter) error) (*staged, error) {
+	if stats == nil {
+		stats = new(CreateStats)
+	}
+	return stage(path, &stats.Sync, func(f *os.File) error {
 		if err := f.Truncate(int64(ft.Size)); err != nil {
 			return err
 		}
-		w := &blockWriter{f: f, bs: int(ft.BlockSize), dirty: dirty,
+		w := &blockWriter{f: f, bs: int(ft.BlockSize), dirty: dirty, stats: stats,
 			zero: make([]byte, ft.BlockSize), blocks: NewBitmap(ft.blocks())}
 		if err := fill(w); err != nil {
 			return err
@@ -87,7 +91,9 @@ func stageMemory(path string, ft *footer, dirty Bitmap, fill func(*blockWriter) 
 		if err != nil {
 			return err
 		}
+		t := time.Now()
 		_, err = f.WriteAt(tail, int64(ft.Size))
+		stats.Write += time.Since(t)
 		return err
 	})
 }
@@ -105,6 +111,7 @@ type blockWriter struct {
 	blocks Bitmap
 	sums   []byte
 	probe  pageProbe // nil: read every block
+	stats  *CreateStats
 }
 
 // segment is a stretch of blocks, scanned (on another goroutine) before it
@@ -171,7 +178,9 @@ func (w *blockWriter) write(first int, data []byte) error {
 	}()
 	var err error
 	for s := range order {
+		t := time.Now()
 		<-s.done
+		w.stats.ScanWait += time.Since(t)
 		if err == nil {
 			if err = w.commit(s); err != nil {
 				close(quit)
@@ -214,7 +223,10 @@ func (w *blockWriter) commit(s *segment) error {
 		if run < 0 {
 			return nil
 		}
-		_, err := w.f.WriteAt(s.data[run*w.bs:end*w.bs], int64(s.first+run)*int64(w.bs))
+		t := time.Now()
+		n, err := w.f.WriteAt(s.data[run*w.bs:end*w.bs], int64(s.first+run)*int64(w.bs))
+		w.stats.Write += time.Since(t)
+		w.stats.Written += int64(n)
 		run = -1
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -22,8 +23,22 @@ import (
 // snapshot holds only the RAM written since the machine's last snapshot
 // (or the one it was restored from) and needs dirty-page tracking. The
 // machine stays paused, and intact if writing fails; the writes a failed
-// snapshot collected go into the next one.
-func (m *Machine) Snapshot(f snapshot.Files, diff bool) error {
+// snapshot collected go into the next one. The stats say where the time
+// went.
+func (m *Machine) Snapshot(f snapshot.Files, diff bool) (SnapshotStats, error) {
+	var stats SnapshotStats
+	err := m.snapshot(f, diff, &stats)
+	return stats, err
+}
+
+// SnapshotStats says where the time of one Snapshot went.
+type SnapshotStats struct {
+	Save time.Duration // the vCPUs, the interrupt controller, the devices, the dirty log
+	snapshot.CreateStats
+}
+
+func (m *Machine) snapshot(f snapshot.Files, diff bool, stats *SnapshotStats) error {
+	t := time.Now()
 	m.ctl.Lock()
 	defer m.ctl.Unlock()
 	switch {
@@ -65,13 +80,14 @@ func (m *Machine) Snapshot(f snapshot.Files, diff bool) error {
 	if st.Machine.Devices, err = m.saveDevices(); err != nil {
 		return err
 	}
-	o := snapshot.CreateOptions{BlockSize: m.blockSize}
+	o := snapshot.CreateOptions{BlockSize: m.blockSize, Stats: &stats.CreateStats}
 	var dirty snapshot.Bitmap
 	if m.tracking {
 		if dirty, err = m.collectDirty(sv); err != nil {
 			return err
 		}
 	}
+	stats.Save = time.Since(t)
 	if diff {
 		o.Dirty, st.Header.Parent = dirty, m.lastID
 	}

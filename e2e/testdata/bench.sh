@@ -17,6 +17,7 @@ for mib in "$@"; do
 	/squibd snapshot create --socket /tmp/a.sock --snapshot /tmp/bench.state --mem /tmp/bench.mem >/dev/null || fail 72 a
 	alloc=$(($(stat -c %b /tmp/bench.mem) * 512))
 	echo "CREATE mib=$mib took=$(took /tmp/a.out 'snapshot created' took) allocated=$alloc" \
+		"$(for k in save scan_wait write sync; do printf '%s=%s ' $k "$(took /tmp/a.out 'snapshot created' $k)"; done)" \
 		"nonzero=$(/labtool nonzero /tmp/bench.mem $((mib << 20)))" \
 		"seqwrite=$(/labtool seqwrite /tmp/seq.out $alloc)s"
 	rm -f /tmp/seq.out

@@ -54,9 +54,10 @@ counter() { grep -o 'SQUIB-GUEST-COUNTER=[0-9]*' /tmp/$1.out | tail -1 | cut -d=
 # pattern NAME: the last pattern checksum NAME's guest announced.
 pattern() { grep -o 'SQUIB-GUEST-PATTERN=[0-9a-f]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
 
-# sums NAME FROM: the checksums on NAME's counter lines numbered FROM on.
+# sums NAME FROM: the checksums on NAME's counter lines numbered FROM on,
+# complete lines only (the console may be mid-line when this reads it).
 sums() {
-	grep -Eo 'SQUIB-GUEST-COUNTER=[0-9]+ .*SUM=[0-9a-f]+' /tmp/$1.out |
+	grep -Eo 'SQUIB-GUEST-COUNTER=[0-9]+ .*SUM=[0-9a-f]{32}' /tmp/$1.out |
 		awk -v from="$2" -F'[= ]' '$2 >= from { print $NF }' | sort -u
 }
 
