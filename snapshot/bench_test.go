@@ -37,6 +37,7 @@ func realisticState(b *testing.B) *State {
 	}
 	s.Header.ID, s.Header.Type, s.Header.Arch, s.Header.HostPageSize = NewID(), Full, Arch, 4096
 	s.Header.Memory = MemoryRef{FileID: NewID(), Size: 1 << 20, BlockSize: 16 << 10}
+	s.Header.Created = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	return s
 }
 

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -116,23 +117,43 @@ func open(magic [8]byte, b []byte) (Version, []byte, error) {
 	return v, b[prefixLen:end], nil
 }
 
+// Bounds of the decoding mode (and of checkBody): nesting of arrays and maps,
+// and elements of an array or pairs of a map.
+const (
+	maxNesting  = 24
+	maxElements = 1 << 16
+)
+
 // The one encoding and one decoding mode of the format.
 var (
 	encMode = sync.OnceValue(func() cbor.EncMode {
 		opts := cbor.CoreDetEncOptions()
 		opts.Time = cbor.TimeRFC3339NanoUTC
 		opts.TagsMd = cbor.TagsForbidden
+		// A nil slice or map is written as an empty one, not as null: the
+		// state file has no null, and Unmarshal decodes both alike.
+		opts.NilContainers = cbor.NilContainerAsEmpty
 		return must(opts.EncMode())
 	})
 	decMode = sync.OnceValue(func() cbor.DecMode {
+		// Of the simple values only false, true and null are data; the
+		// others (undefined, unassigned ones) are refused, not read as
+		// integers.
+		var reject []func(*cbor.SimpleValueRegistry) error
+		for sv := range 256 {
+			if sv != 20 && sv != 21 && sv != 22 && (sv < 24 || sv > 31) {
+				reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
+			}
+		}
 		return must(cbor.DecOptions{
 			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 			IndefLength:       cbor.IndefLengthForbidden,
 			TagsMd:            cbor.TagsForbidden,
-			MaxNestedLevels:   24,
-			MaxArrayElements:  1 << 16,
-			MaxMapPairs:       1 << 16,
+			MaxNestedLevels:   maxNesting,
+			MaxArrayElements:  maxElements,
+			MaxMapPairs:       maxElements,
 			ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+			SimpleValues:      must(cbor.NewSimpleValueRegistryFromDefaults(reject...)),
 		}.DecMode())
 	})
 )
@@ -146,19 +167,25 @@ func must[T any](v T, err error) T {
 
 // Marshal encodes v with the format's deterministic CBOR encoding. Device and
 // backend state stored in a State (Machine.Devices, VCPU.Backend,
-// Config.Extra) must be encoded with it, so snapshot files stay byte-stable.
+// Config.Extra) must be encoded with it, so snapshot files stay byte-stable:
+// a state file whose opaque parts are not in this encoding is refused. Nil
+// slices and maps are encoded as empty ones.
 func Marshal(v any) (cbor.RawMessage, error) {
 	return encMode().Marshal(v)
 }
 
 // Unmarshal decodes CBOR into v with the format's strict decoding mode:
-// duplicate map keys, indefinite lengths, tags and unknown fields are errors,
-// and nesting, array and map sizes are bounded.
+// duplicate map keys, indefinite lengths, tags, unknown fields and simple
+// values other than false, true and null are errors, and nesting, array and
+// map sizes are bounded. (A state file's own fields are checked more
+// strictly still when it is read; see checkBody.)
 func Unmarshal(data []byte, v any) error {
 	return decMode().Unmarshal(data, v)
 }
 
-// EncodeState validates s and returns it as a state file.
+// EncodeState validates s and returns it as a state file. It refuses a
+// state DecodeState would refuse, one whose opaque parts (device states,
+// VCPU.Backend, Config.Extra) were not encoded with Marshal included.
 func EncodeState(s *State) ([]byte, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -170,20 +197,19 @@ func EncodeState(s *State) ([]byte, error) {
 	if prefixLen+len(body)+trailerLen > MaxStateSize {
 		return nil, problem(ErrTooLarge, "state is %d bytes, the limit is %d", len(body), MaxStateSize)
 	}
+	if err := checkBody(body); err != nil {
+		return nil, err
+	}
 	return seal(stateMagic, formatVersion, body), nil
-}
-
-// stateFile decodes a state body in two steps: the header first, so a file
-// of another architecture is reported as such, not as a machine part of a
-// shape this build does not know.
-type stateFile struct {
-	Header  Header          `cbor:"1,keyasint"`
-	Machine cbor.RawMessage `cbor:"2,keyasint"`
 }
 
 // DecodeState checks a state file completely (envelope, checksums, version,
 // decoding, internal consistency) and returns its contents. It does not check
 // that the snapshot suits this host; see Expect.Check.
+//
+// Decoding is strict: the body must be exactly what docs/snapshot-format.md
+// describes, in the deterministic encoding EncodeState writes, so an accepted
+// file re-encodes to the same bytes. Every refusal names the field.
 func DecodeState(b []byte) (*State, error) {
 	s, _, err := decodeState(b)
 	return s, err
@@ -198,20 +224,32 @@ func decodeState(b []byte) (*State, Version, error) {
 	if err != nil {
 		return nil, v, err
 	}
-	var f stateFile
-	if err := Unmarshal(body, &f); err != nil {
+	// The shape first, field by field (the header's architecture before
+	// the machine), so a refusal names the field; then the decoder, which
+	// now finds what it expects; then the consistency rules.
+	if err := checkBody(body); err != nil {
+		return nil, v, err
+	}
+	s := new(State)
+	if err := Unmarshal(body, s); err != nil {
 		return nil, v, problem(ErrCorrupt, "decoding: %v", err)
 	}
-	if f.Header.Arch != Arch {
-		return nil, v, problem(ErrArch, "saved for %q, this is %s", f.Header.Arch, Arch)
-	}
-	f.Header.Created = f.Header.Created.UTC() // a file may hold it as an epoch time
-	s := &State{Header: f.Header}
-	if err := Unmarshal(f.Machine, &s.Machine); err != nil {
-		return nil, v, problem(ErrCorrupt, "decoding the machine state: %v", err)
-	}
+	s.Header.Created = s.Header.Created.UTC()
 	if err := s.validate(); err != nil {
 		return nil, v, err
+	}
+	// checkBody leaves nothing for this to find; it keeps "accepted" equal
+	// to "written by EncodeState" should the two ever drift apart.
+	again, err := Marshal(s)
+	if err != nil {
+		return nil, v, problem(ErrCorrupt, "re-encoding: %v", err)
+	}
+	if !bytes.Equal(again, body) {
+		i := 0
+		for i < len(again) && i < len(body) && again[i] == body[i] {
+			i++
+		}
+		return nil, v, problem(ErrCorrupt, "the body is not in the format's deterministic encoding: re-encoded, it differs from byte %d on", prefixLen+i)
 	}
 	return s, v, nil
 }

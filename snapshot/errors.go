@@ -3,6 +3,8 @@ package snapshot
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 )
 
 // Sentinel errors, one per class of problem, for callers to branch on with
@@ -53,4 +55,64 @@ func inFile(err error, path string) error {
 		fe.Path = path
 	}
 	return err
+}
+
+// fieldPath names a place in a state file's body for error messages, in the
+// spelling of docs/snapshot-format.md's fields: header.memory.block_size,
+// machine.vcpus[1].x, machine.devices["pl011"]. The nil path is the body
+// itself. Segments are formatted only when an error is reported.
+type fieldPath struct {
+	parent *fieldPath
+	kind   byte         // '.': a field; '[': an index; 'k': the value of a map key; '#': a map's n-th key
+	name   string       // the field's name
+	n      int          // the index
+	key    []byte       // the map key's encoding
+	keyTyp reflect.Type // the map's key type, nil in opaque values
+}
+
+func (p *fieldPath) field(name string) *fieldPath {
+	return &fieldPath{parent: p, kind: '.', name: name}
+}
+func (p *fieldPath) index(i int) *fieldPath  { return &fieldPath{parent: p, kind: '[', n: i} }
+func (p *fieldPath) nthKey(i int) *fieldPath { return &fieldPath{parent: p, kind: '#', n: i} }
+
+// value is the path of the value of a map's i-th key, whose (checked)
+// encoding is key; t is the map's key type, nil in opaque values.
+func (p *fieldPath) value(i int, key []byte, t reflect.Type) *fieldPath {
+	return &fieldPath{parent: p, kind: 'k', n: i, key: key, keyTyp: t}
+}
+
+func (p *fieldPath) String() string {
+	if p == nil {
+		return "body"
+	}
+	var segs []*fieldPath
+	for q := p; q != nil; q = q.parent {
+		segs = append(segs, q)
+	}
+	var b strings.Builder
+	for i := len(segs) - 1; i >= 0; i-- {
+		switch q := segs[i]; q.kind {
+		case '.':
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(q.name)
+		case '[':
+			fmt.Fprintf(&b, "[%d]", q.n)
+		case 'k':
+			fmt.Fprintf(&b, "[%s]", cborKeyName(q.key, q.keyTyp, q.n))
+		case '#':
+			fmt.Fprintf(&b, " (key index %d)", q.n)
+		}
+	}
+	if b.Len() == 0 {
+		return "body"
+	}
+	return b.String()
+}
+
+// fieldProblem returns an ErrCorrupt *FormatError naming the field at p.
+func fieldProblem(p *fieldPath, format string, args ...any) *FormatError {
+	return problem(ErrCorrupt, "%v: %s", p, fmt.Sprintf(format, args...))
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/squibvm/squib/fdt"
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/snapshot"
 )
 
 // The guest physical memory map follows QEMU's virt board, so guests and
@@ -24,8 +25,10 @@ const (
 	RTCBase  = 0x0901_0000
 	RAMBase  = 0x4000_0000
 	// MaxRAM keeps RAM inside a 40-bit guest physical address space, the
-	// default every KVM host supports.
-	MaxRAM = 1<<40 - RAMBase
+	// default every KVM host supports: 1<<40 - RAMBase. It is the snapshot
+	// format's limit, so a state file verifies only if a restore can map
+	// its RAM (TestLimits checks the two agree).
+	MaxRAM = snapshot.MaxRAMSize
 )
 
 // deviceTree describes the board to the guest kernel.

@@ -218,7 +218,13 @@ func mangle(kind string, b []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
-	nb, err := cbor.Marshal(st)
+	// The format's deterministic encoding (sorted keys, shortest forms), or
+	// squibd would refuse the file for that before reaching what changed.
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		return nil, err
+	}
+	nb, err := em.Marshal(st)
 	if err != nil {
 		return nil, err
 	}
