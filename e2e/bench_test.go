@@ -142,7 +142,7 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			b.Fatalf("bench.sh exited %d\n%s", r.ExitCode, r.Output)
 		}
 		// go test keeps 10 lines of a benchmark's log: one per size.
-		restore, lines := map[int][]float64{}, map[int][]string{}
+		restore, lines, creates := map[int][]float64{}, map[int][]string{}, map[int]*createRuns{}
 		for _, line := range strings.Split(r.Output, "\n") {
 			kind, _, _ := strings.Cut(line, " ")
 			f := fields(line, kind)
@@ -158,12 +158,15 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			case "RESTORE":
 				restore[mib] = append(restore[mib], ms("to_vcpu0"))
 			case "CREATE":
-				took, seq := ms("took"), ms("seqwrite")
-				alloc, nonzero := num(f["allocated"]), num(f["nonzero"])
-				lines[mib] = append(lines[mib], fmt.Sprintf("full snapshot %.1f MiB written for %.1f MiB non-zero (%.3fx) in %.0f ms "+
-					"(saving state %.0f, waiting for the RAM scan %.0f, writing %.0f, syncing %.0f), "+
-					"a plain write of as much %.0f ms (throughput %.2fx)", alloc/(1<<20), nonzero/(1<<20), alloc/nonzero, took,
-					ms("save"), ms("scan_wait"), ms("write"), ms("sync"), seq, seq/took))
+				c := creates[mib]
+				if c == nil {
+					c = &createRuns{alloc: num(f["allocated"]), nonzero: num(f["nonzero"])}
+					creates[mib] = c
+				}
+				c.took, c.seq = append(c.took, ms("took")), append(c.seq, ms("seqwrite"))
+				for i, k := range []string{"save", "scan", "write", "sync"} {
+					c.parts[i] = append(c.parts[i], ms(k))
+				}
 			case "DIFF":
 				data := num(f["data_blocks"]) * num(f["block_size"])
 				lines[mib] = append(lines[mib], fmt.Sprintf("diff after rewriting %.0f MiB: %.2f MiB (%d blocks) in %.0f ms",
@@ -171,6 +174,9 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			}
 		}
 		for _, s := range sizes {
+			if c := creates[s]; c != nil {
+				lines[s] = append([]string{c.String()}, lines[s]...)
+			}
 			if len(restore[s]) == 0 {
 				b.Fatalf("no restore figures for %d MiB\n%s", s, r.Output)
 			}
@@ -179,6 +185,22 @@ func BenchmarkSnapshotLab(b *testing.B) {
 			b.ReportMetric(median(restore[s]), fmt.Sprintf("ms-restore-%dM", s))
 		}
 	}
+}
+
+// createRuns are one guest's full snapshots and the plain writes after each.
+type createRuns struct {
+	alloc, nonzero float64
+	took, seq      []float64
+	parts          [4][]float64 // save, scan, write, sync
+}
+
+func (c *createRuns) String() string {
+	took, seq := median(c.took), median(c.seq)
+	return fmt.Sprintf("full snapshot %.1f MiB written for %.1f MiB non-zero (%.3fx), median of %d: %.0f ms "+
+		"(saving state %.0f; scanning RAM %.0f and writing it %.0f, summed over parallel goroutines; syncing %.0f), "+
+		"a plain write of as much %.0f ms (throughput %.2fx; runs %.0f ms against %.0f ms)",
+		c.alloc/(1<<20), c.nonzero/(1<<20), c.alloc/c.nonzero, len(c.took), took,
+		median(c.parts[0]), median(c.parts[1]), median(c.parts[2]), median(c.parts[3]), seq, seq/took, c.took, c.seq)
 }
 
 func num(s string) float64 {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"math/bits"
 	"os"
+	"slices"
 )
 
 // Bitmap has one bit per block of guest RAM: block i is bit i%8 (least
@@ -76,9 +77,6 @@ type footer struct {
 
 func (f *footer) blocks() int { return int(f.Size / uint64(f.BlockSize)) }
 
-// sum returns the checksum of the k-th carried block.
-func (f *footer) sum(k int) uint32 { return binary.LittleEndian.Uint32(f.Sums[4*k:]) }
-
 func (f *footer) validate() error {
 	switch {
 	case !validID(f.FileID) || !validID(f.Snapshot):
@@ -91,25 +89,12 @@ func (f *footer) validate() error {
 	if err := checkBlockSize(uint64(f.BlockSize), f.Size); err != nil {
 		return problem(ErrCorrupt, "%v", err)
 	}
+	if f.Size > MaxRAMSize {
+		return problem(ErrCorrupt, "the footer declares %#x bytes of RAM, more than the %#x a restore can map", f.Size, uint64(MaxRAMSize))
+	}
 	if n := uint64(f.blocks()); f.TableLen < (n+7)/8 || f.TableLen > (n+7)/8+4*n {
 		return problem(ErrCorrupt, "a block table of %d bytes cannot describe %d blocks", f.TableLen, n)
 	}
-	return nil
-}
-
-// setTable splits a block table into f.Blocks and f.Sums, checking it.
-func (f *footer) setTable(t []byte) error {
-	n := f.blocks()
-	bm := Bitmap(t[:(n+7)/8])
-	switch {
-	case crc32.Checksum(t, castagnoli) != f.TableSum:
-		return problem(ErrChecksum, "block table CRC-32C is %#08x, stored %#08x", crc32.Checksum(t, castagnoli), f.TableSum)
-	case n%8 != 0 && bm[n/8]>>(n%8) != 0:
-		return problem(ErrCorrupt, "the block bitmap marks blocks past the end of RAM")
-	case len(t)-len(bm) != 4*bm.Count():
-		return problem(ErrCorrupt, "%d bytes of checksums for %d data blocks", len(t)-len(bm), bm.Count())
-	}
-	f.Blocks, f.Sums = bm, t[len(bm):]
 	return nil
 }
 
@@ -117,6 +102,7 @@ func (f *footer) setTable(t []byte) error {
 // table, footer and locator. It sets f.TableLen and f.TableSum.
 func appendTail(b []byte, f *footer) ([]byte, error) {
 	start := len(b)
+	b = slices.Grow(b, len(f.Blocks)+len(f.Sums)+1024) // the table is up to 32 MiB of bitmap: one copy, not several
 	b = append(append(b, f.Blocks...), f.Sums...)
 	f.TableLen, f.TableSum = uint64(len(b)-start), crc32.Checksum(b[start:], castagnoli)
 	body, err := Marshal(f)
@@ -131,20 +117,36 @@ func appendTail(b []byte, f *footer) ([]byte, error) {
 type memFile struct {
 	*os.File
 	path string
+	size int64 // the file's size when opened
 	ft   *footer
+	// Where the file holds data: one finder for the RAM image, one for the
+	// block table, each remembering the run it found last.
+	ext, tableExt extents
+
+	// Once the block table is checked (readTable): the number of blocks the
+	// file carries, and windows on the bitmap and the checksums.
+	carried  int
+	bm, sums window
+	// nextMarked's last answer: no block in [markFrom, markNext) is
+	// carried, and markNext is (or is the number of blocks).
+	markFrom, markNext int
+	markKnown          bool
 }
 
 // openMemory opens a memory file and checks its footer, and its block table
 // if withTable. Its errors name path.
 func openMemory(path string, withTable bool) (*memFile, error) {
-	f, err := os.Open(path)
+	f, fi, err := openInput(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &FormatError{Path: path, Err: ErrNoMemory, Problem: "no such file"}
+	} else if errors.As(err, new(*FormatError)) {
+		return nil, err
 	} else if err != nil {
 		return nil, fmt.Errorf("snapshot: opening memory file: %w", err)
 	}
-	m := &memFile{File: f, path: path}
-	if m.ft, err = readFooter(f); err == nil && withTable {
+	m := &memFile{File: f, path: path, size: fi.Size(), ext: extents{f: f, size: fi.Size()}}
+	m.tableExt = m.ext
+	if m.ft, err = readFooter(f, m.size); err == nil && withTable {
 		err = m.readTable()
 	}
 	if err != nil {
@@ -154,23 +156,9 @@ func openMemory(path string, withTable bool) (*memFile, error) {
 	return m, nil
 }
 
-func (m *memFile) readTable() error {
-	t := make([]byte, m.ft.TableLen)
-	if _, err := m.ReadAt(t, int64(m.ft.Size)); err != nil {
-		return fmt.Errorf("snapshot: reading the block table of %s: %w", m.path, err)
-	}
-	return inFile(m.ft.setTable(t), m.path)
-}
-
-func readFooter(f *os.File) (*footer, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	size := fi.Size()
-	if !fi.Mode().IsRegular() {
-		return nil, problem(ErrNotSnapshot, "not a regular file")
-	}
+// readFooter reads and checks the footer of f, a file of size bytes. Every
+// size it holds is checked against the file's size before it is used.
+func readFooter(f *os.File, size int64) (*footer, error) {
 	notOurs := problem(ErrNotSnapshot, "no memory file footer at the end: not a squib memory file, or truncated")
 	var loc [locatorLen]byte
 	if size < locatorLen+prefixLen+trailerLen {
@@ -179,12 +167,12 @@ func readFooter(f *os.File) (*footer, error) {
 	if _, err := f.ReadAt(loc[:], size-locatorLen); err != nil {
 		return nil, fmt.Errorf("snapshot: reading memory file footer: %w", err)
 	}
-	envLen := int64(binary.LittleEndian.Uint64(loc[:]))
-	if envLen < prefixLen+trailerLen || envLen > maxFooter || envLen > size-locatorLen {
+	envLen := binary.LittleEndian.Uint64(loc[:])
+	if envLen < prefixLen+trailerLen || envLen > maxFooter || envLen > uint64(size-locatorLen) {
 		return nil, notOurs
 	}
 	env := make([]byte, envLen)
-	if _, err := f.ReadAt(env, size-locatorLen-envLen); err != nil {
+	if _, err := f.ReadAt(env, size-locatorLen-int64(envLen)); err != nil {
 		return nil, fmt.Errorf("snapshot: reading memory file footer: %w", err)
 	}
 	_, body, err := open(footerMagic, env)
@@ -200,10 +188,202 @@ func readFooter(f *os.File) (*footer, error) {
 	if err := ft.validate(); err != nil {
 		return nil, err
 	}
-	if have := uint64(size - locatorLen - envLen); have != ft.Size+ft.TableLen {
-		return nil, problem(ErrTruncated, "the footer describes %#x bytes of RAM and block table, the file holds %#x", ft.Size+ft.TableLen, have)
+	// RAM image and block table fill the file up to the footer, exactly.
+	// (Compared one at a time: their sum could overflow.)
+	if have := uint64(size-locatorLen) - envLen; ft.Size > have || ft.TableLen != have-ft.Size {
+		return nil, problem(ErrTruncated, "the footer describes %#x bytes of RAM and a %#x-byte block table, the file holds %#x bytes before the footer",
+			ft.Size, ft.TableLen, have)
 	}
 	return ft, nil
+}
+
+// tableWindow is how much of each part of a block table (bitmap,
+// checksums) a reader holds at a time, so walking the blocks of a memory
+// file takes the same memory for any RAM size.
+const tableWindow = 64 << 10
+
+// window holds part of a region of a file: n bytes from file offset off.
+type window struct {
+	off, n int64
+	at     int64 // region offset of buf[0]
+	buf    []byte
+}
+
+// from returns the bytes of w's region from i on that w holds, at least one,
+// reading them first if w does not hold byte i.
+func (m *memFile) from(w *window, i int64) ([]byte, error) {
+	if i < w.at || i >= w.at+int64(len(w.buf)) {
+		if i < 0 || i >= w.n {
+			return nil, fmt.Errorf("snapshot: %s: block table offset %d out of range", m.path, i)
+		}
+		if w.buf == nil {
+			w.buf = make([]byte, min(tableWindow, w.n))
+		}
+		w.buf = w.buf[:min(int64(cap(w.buf)), w.n-i)]
+		if _, err := m.ReadAt(w.buf, w.off+i); err != nil {
+			w.buf = w.buf[:0]
+			return nil, fmt.Errorf("snapshot: reading the block table of %s: %w", m.path, err)
+		}
+		w.at = i
+	}
+	return w.buf[i-w.at:], nil
+}
+
+// readTable checks the block table: its checksum, that the bitmap marks no
+// block past the end of RAM, and that it holds one checksum per carried
+// block. It reads the table through a window (holes in it as zeros, without
+// reading them), and sets m.carried and m's windows on the table.
+func (m *memFile) readTable() error {
+	ft := m.ft
+	n := ft.blocks()
+	start, bmLen, end := int64(ft.Size), int64(n+7)/8, int64(ft.Size+ft.TableLen)
+	var (
+		crc   uint32
+		count int
+		last  byte // the bitmap's last byte
+		buf   = make([]byte, min(tableWindow, end-start))
+	)
+	for off := start; off < end; {
+		data, stop := m.tableExt.at(off)
+		if stop = min(stop, end); !data {
+			crc = crcZeros(crc, stop-off)
+			off = stop
+			continue
+		}
+		for off < stop {
+			c := buf[:min(int64(len(buf)), stop-off)]
+			if _, err := m.ReadAt(c, off); err != nil {
+				return fmt.Errorf("snapshot: reading the block table of %s: %w", m.path, err)
+			}
+			crc = crc32.Update(crc, castagnoli, c)
+			if rest := start + bmLen - off; rest > 0 {
+				b := Bitmap(c[:min(int64(len(c)), rest)])
+				count += b.Count()
+				if rest <= int64(len(c)) {
+					last = b[len(b)-1]
+				}
+			}
+			off += int64(len(c))
+		}
+	}
+	switch sums := ft.TableLen - uint64(bmLen); {
+	case crc != ft.TableSum:
+		return inFile(problem(ErrChecksum, "block table CRC-32C is %#08x, stored %#08x", crc, ft.TableSum), m.path)
+	case n%8 != 0 && last>>(n%8) != 0:
+		return inFile(problem(ErrCorrupt, "the block bitmap marks blocks past the end of RAM"), m.path)
+	case sums != 4*uint64(count):
+		return inFile(problem(ErrCorrupt, "%d bytes of checksums for %d data blocks", sums, count), m.path)
+	}
+	m.carried = count
+	m.bm = window{off: start, n: bmLen}
+	m.sums = window{off: start + bmLen, n: end - start - bmLen}
+	return nil
+}
+
+// zeros is a run of zero bytes to checksum holes with.
+var zeros [64 << 10]byte
+
+// crcZeros continues a CRC-32C over n zero bytes.
+func crcZeros(crc uint32, n int64) uint32 {
+	for n > 0 {
+		c := min(n, int64(len(zeros)))
+		crc = crc32.Update(crc, castagnoli, zeros[:c])
+		n -= c
+	}
+	return crc
+}
+
+// marked reports whether the file carries block i. The table must have been
+// read.
+func (m *memFile) marked(i int) (bool, error) {
+	b, err := m.from(&m.bm, int64(i/8))
+	if err != nil {
+		return false, err
+	}
+	return b[0]&(1<<(i%8)) != 0, nil
+}
+
+// nextMarked returns the first block from i on that the file carries, or the
+// number of blocks if there is none. A hole in the bitmap is skipped without
+// being read.
+func (m *memFile) nextMarked(i int) (int, error) {
+	if m.markKnown && m.markFrom <= i && i <= m.markNext {
+		return m.markNext, nil
+	}
+	j, err := m.findMarked(i)
+	if err == nil {
+		m.markFrom, m.markNext, m.markKnown = i, j, true
+	}
+	return j, err
+}
+
+func (m *memFile) findMarked(i int) (int, error) {
+	n := m.ft.blocks()
+	for i < n {
+		k := int64(i / 8)
+		if end := m.tableExt.holeEnd(m.bm.off + k); end > m.bm.off+k {
+			i = int(end-m.bm.off) * 8 // a hole: zero bytes, no block marked
+			continue
+		}
+		b, err := m.from(&m.bm, k)
+		if err != nil {
+			return 0, err
+		}
+		if x := b[0] >> (i % 8); x != 0 {
+			return min(n, i+bits.TrailingZeros8(x)), nil
+		}
+		j := 1
+		for j < len(b) && b[j] == 0 {
+			j++
+		}
+		if j < len(b) {
+			return min(n, int(k+int64(j))*8+bits.TrailingZeros8(b[j])), nil
+		}
+		i = int(k+int64(len(b))) * 8
+	}
+	return n, nil
+}
+
+// sum returns the checksum of the k-th block the file carries.
+func (m *memFile) sum(k int) (uint32, error) {
+	b, err := m.from(&m.sums, 4*int64(k))
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b), nil
+}
+
+// hole reports whether block i lies wholly in a hole of the file, and so
+// reads as zeros.
+func (m *memFile) hole(i int) bool {
+	bs := int64(m.ft.BlockSize)
+	return m.ext.holeEnd(int64(i)*bs) >= int64(i+1)*bs
+}
+
+// nextData returns the first block from i on that does not lie wholly in a
+// hole, or the number of blocks if there is none.
+func (m *memFile) nextData(i int) int {
+	bs, n := int64(m.ft.BlockSize), m.ft.blocks()
+	for i < n {
+		j := int(m.ext.holeEnd(int64(i)*bs) / bs) // the first block not wholly in a hole there
+		if j <= i {
+			return i
+		}
+		i = j
+	}
+	return n
+}
+
+// dataEnd returns the end of the run of blocks from block i, which does not
+// lie wholly in a hole, that hold the data found there: the block after the
+// one where that data ends, at most limit.
+func (m *memFile) dataEnd(i, limit int) int {
+	bs := int64(m.ft.BlockSize)
+	end := int64(i+1) * bs
+	if off := m.ext.holeEnd(int64(i) * bs); off < m.size { // where the data starts, inside block i
+		end = m.ext.dataEnd(off)
+	}
+	return min(limit, max(i+1, int((end+bs-1)/bs)))
 }
 
 // checkBinding returns an ErrMismatch error unless m is the memory file the

@@ -2,13 +2,17 @@ package snapshot
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // randomRAM returns n blocks of RAM. Each block is, at random: zero; random
@@ -60,6 +64,8 @@ func image(t testing.TB, path string, size int) []byte {
 	return b[:size]
 }
 
+// footerOf returns the footer of the memory file at path, checked, with its
+// block table (which readers only walk through windows) in Blocks and Sums.
 func footerOf(t testing.TB, path string) *footer {
 	t.Helper()
 	m, err := openMemory(path, true)
@@ -67,6 +73,12 @@ func footerOf(t testing.TB, path string) *footer {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	table := make([]byte, m.ft.TableLen)
+	if _, err := m.ReadAt(table, int64(m.ft.Size)); err != nil {
+		t.Fatal(err)
+	}
+	bm := (m.ft.blocks() + 7) / 8
+	m.ft.Blocks, m.ft.Sums = Bitmap(table[:bm]), table[bm:]
 	return m.ft
 }
 
@@ -218,5 +230,146 @@ func TestWriteMemoryRefuses(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("refused writes left %d files behind", len(ents))
+	}
+}
+
+// writeFooterOnly writes a memory file of image bytes (a hole) and a table
+// of table bytes of zeros, followed by ft's footer, keeping ft's sizes,
+// whatever they say.
+func writeFooterOnly(t *testing.T, path string, ft *footer, image, table int64) {
+	t.Helper()
+	body, err := Marshal(ft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := seal(footerMagic, formatVersion, body)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(image + table); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(binary.LittleEndian.AppendUint64(env, uint64(len(env))), image+table); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFooterSizes: the sizes in a memory file's footer are checked against
+// the file's own size and the limits before anything is allocated or mapped,
+// in sums that cannot overflow.
+func TestFooterSizes(t *testing.T) {
+	dir := t.TempDir()
+	ft := func(size, table uint64) *footer {
+		return &footer{FileID: NewID(), Snapshot: NewID(), Type: Full, Size: size, BlockSize: 4096, TableLen: table}
+	}
+	// RAM and table sizes whose sum wraps around to the 4096 bytes the file
+	// holds before its footer: a table of 4 PiB.
+	const wrap = 1<<64 - 1<<52
+	tests := []struct {
+		name         string
+		ft           *footer
+		image, table int64
+		want         error
+	}{
+		{"sizes overflowing", ft(wrap, 1<<52+4096), 4096, 0, ErrCorrupt},
+		{"more than MaxRAMSize", ft(MaxRAMSize+1<<20, (MaxRAMSize+1<<20)/4096/8), MaxRAMSize + 1<<20, (MaxRAMSize + 1<<20) / 4096 / 8, ErrCorrupt},
+		{"RAM beyond the file", ft(1<<40-1<<30, 1<<25), 4096, 1 << 15, ErrTruncated},
+		{"table beyond the file", ft(1<<20, 1<<5+4*256), 1 << 20, 1 << 5, ErrTruncated},
+		{"bytes after the table", ft(1<<20, 1<<5), 1 << 20, 1<<5 + 4, ErrTruncated},
+	}
+	for _, tt := range tests {
+		path := filepath.Join(dir, "mem")
+		if tt.image+tt.table > 1<<30 && !holesWork(t, dir) {
+			continue
+		}
+		writeFooterOnly(t, path, tt.ft, tt.image, tt.table)
+		for what, f := range map[string]func() error{
+			"openMemory": func() error { m, err := openMemory(path, true); m.closeIfOpen(); return err },
+			"MapMemory":  func() error { mem, err := MapMemory(path); Unmap(mem); return err },
+			"LoadMemory": func() error { return LoadMemory(path, make([]byte, 4096)) },
+		} {
+			err := promptly(t, 5*time.Second, tt.name, f)
+			var fe *FormatError
+			if !errors.As(err, &fe) || !errors.Is(err, tt.want) || fe.Path != path {
+				t.Errorf("%s: %s = %v; want %v naming the file", tt.name, what, err, tt.want)
+			}
+		}
+	}
+}
+
+// closeIfOpen closes m unless it is nil.
+func (m *memFile) closeIfOpen() {
+	if m != nil {
+		m.Close()
+	}
+}
+
+// TestMarkedHoles: a block the file carries that lies in a hole reads as
+// zeros and must have a zero block's checksum; loading it writes zeros.
+func TestMarkedHoles(t *testing.T) {
+	dir := t.TempDir()
+	const bs = 4096
+	rng := rand.New(rand.NewPCG(9, 10))
+	ram := randomRAM(rng, 64, bs)
+	ram[5*bs] = 1 // block 5 holds data
+	path := filepath.Join(dir, "d.mem")
+	dirty := NewBitmap(64)
+	for _, i := range []int{3, 4, 5, 40} {
+		dirty.Set(i)
+	}
+	clear(ram[3*bs : 5*bs])   // blocks 3 and 4 dirtied and zeroed: holes
+	clear(ram[40*bs : 41*bs]) // block 40 too
+	if _, err := WriteMemory(path, ram, MemoryOptions{Snapshot: NewID(), Parent: NewID(), Dirty: dirty, BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, len(ram))
+	fillRandom(rng, dst)
+	want := bytes.Clone(dst)
+	for _, i := range []int{3, 4, 5, 40} {
+		copy(want[i*bs:(i+1)*bs], ram[i*bs:(i+1)*bs])
+	}
+	if err := LoadMemory(path, dst); err != nil || !bytes.Equal(dst, want) {
+		t.Fatalf("LoadMemory of a diff with zeroed blocks: %v, or the result differs", err)
+	}
+	m, err := openMemory(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.scan(); err != nil {
+		t.Errorf("scan: %v", err)
+	}
+	m.Close()
+
+	// The checksum of hole block 4 (the second carried) no longer that of
+	// zeros: the block now fails its check, though nothing reads it.
+	ft := footerOf(t, path)
+	sums := bytes.Clone(ft.Sums)
+	binary.LittleEndian.PutUint32(sums[4:], 0x12345678)
+	table := append(bytes.Clone(ft.Blocks), sums...)
+	ft.TableSum = crc32.Checksum(table, castagnoli)
+	body, err := Marshal(ft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := seal(footerMagic, formatVersion, body)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(append(append(table, env...), binary.LittleEndian.AppendUint64(nil, uint64(len(env)))...), int64(ft.Size)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	m, err = openMemory(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for what, err := range map[string]error{"scan": m.scan(), "LoadMemory": LoadMemory(path, dst)} {
+		if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "block 4 (offset 0x4000), a hole in the file,") {
+			t.Errorf("%s with a wrong checksum for a hole: %v", what, err)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,7 +99,7 @@ func stageMemory(path string, ft *footer, dirty Bitmap, stats *CreateStats, fill
 	})
 }
 
-// segSize is the unit of scanning ahead, and the largest single write.
+// segSize is the unit of work of one goroutine, and the largest single write.
 const segSize = 4 << 20
 
 // blockWriter writes the RAM image of a memory file, leaving holes, and
@@ -112,17 +113,16 @@ type blockWriter struct {
 	sums   []byte
 	probe  pageProbe // nil: read every block
 	stats  *CreateStats
+	mu     sync.Mutex // guards stats while segments are written
 }
 
-// segment is a stretch of blocks, scanned (on another goroutine) before it
-// is written.
+// segment is a stretch of blocks, scanned and written by one goroutine.
 type segment struct {
 	first int    // block number of data[0]
 	data  []byte // at most segSize bytes
 	carry Bitmap // block first+j is carried
 	zero  Bitmap // block first+j is carried and all zero
 	sums  []uint32
-	done  chan struct{} // closed once scanned
 }
 
 // writeRAM writes ram, the whole of guest RAM, skipping the pages the host
@@ -139,61 +139,57 @@ func (w *blockWriter) writeRAM(ram []byte) error {
 // diff carries the dirty blocks, whatever they hold. Carried blocks are
 // written unless all zero, which the hole already reads as.
 //
-// Scanning (reading every byte of RAM but the pages w.probe says were never
-// touched, and checksumming) runs ahead on other goroutines while this one
-// writes, so the two overlap.
+// Up to one goroutine per CPU takes segments in turn and scans each (reads
+// every byte of it but the pages w.probe says were never touched, and
+// checksums the carried blocks) then writes its data at its offset, so no
+// goroutine waits for another; the carried blocks and checksums are
+// recorded in block order once all are done.
 func (w *blockWriter) write(first int, data []byte) error {
 	if len(data)%w.bs != 0 {
 		return errors.New("snapshot: data is not a whole number of blocks")
 	}
-	workers := max(1, min(runtime.GOMAXPROCS(0)-1, 4))
-	order := make(chan *segment, 2*workers) // to write, in order
-	work := make(chan *segment, 2*workers)  // to scan
-	quit := make(chan struct{})
+	segs := make([]*segment, (len(data)+segSize-1)/segSize)
+	var next atomic.Int64
+	var failed atomic.Bool
+	errs := make([]error, len(segs))
 	var wg sync.WaitGroup
-	wg.Add(workers + 1)
-	for range workers {
+	for range max(1, min(runtime.GOMAXPROCS(0), 4, len(segs))) {
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for s := range work {
+			for k := int(next.Add(1) - 1); k < len(segs) && !failed.Load(); k = int(next.Add(1) - 1) {
+				off := k * segSize
+				n := min(segSize, len(data)-off) / w.bs
+				s := &segment{first: first + off/w.bs, data: data[off : off+n*w.bs], carry: NewBitmap(n), zero: NewBitmap(n)}
 				w.scan(s)
+				if errs[k] = w.writeSegment(s); errs[k] != nil {
+					failed.Store(true)
+				}
+				segs[k] = s
 			}
 		}()
 	}
-	go func() {
-		defer wg.Done()
-		defer close(work)
-		defer close(order)
-		for off := 0; off < len(data); off += segSize {
-			n := min(segSize, len(data)-off) / w.bs
-			s := &segment{first: first + off/w.bs, data: data[off : off+n*w.bs],
-				carry: NewBitmap(n), zero: NewBitmap(n), done: make(chan struct{})}
-			select {
-			case order <- s:
-			case <-quit:
-				return
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, s := range segs {
+		for j := range len(s.data) / w.bs {
+			if s.carry.Has(j) {
+				w.blocks.Set(s.first + j)
 			}
-			work <- s
 		}
-	}()
-	var err error
-	for s := range order {
-		t := time.Now()
-		<-s.done
-		w.stats.ScanWait += time.Since(t)
-		if err == nil {
-			if err = w.commit(s); err != nil {
-				close(quit)
-			}
+		for _, sum := range s.sums {
+			w.sums = binary.LittleEndian.AppendUint32(w.sums, sum)
 		}
 	}
-	wg.Wait()
-	return err
+	return nil
 }
 
 // scan finds the carried blocks of s and their checksums.
 func (w *blockWriter) scan(s *segment) {
-	defer close(s.done)
+	t := time.Now()
+	defer w.count(&w.stats.Scan, t, 0)
 	untouched := zeroBlocks(w.probe, s.data, w.bs)
 	for j := range len(s.data) / w.bs {
 		if w.dirty != nil && !w.dirty.Has(s.first+j) {
@@ -215,9 +211,9 @@ func (w *blockWriter) scan(s *segment) {
 	}
 }
 
-// commit records a scanned segment and writes its data blocks, each run of
+// writeSegment writes the data blocks of a scanned segment, each run of
 // adjacent ones in one write.
-func (w *blockWriter) commit(s *segment) error {
+func (w *blockWriter) writeSegment(s *segment) error {
 	run := -1 // first block of the pending run
 	flush := func(end int) error {
 		if run < 0 {
@@ -225,8 +221,7 @@ func (w *blockWriter) commit(s *segment) error {
 		}
 		t := time.Now()
 		n, err := w.f.WriteAt(s.data[run*w.bs:end*w.bs], int64(s.first+run)*int64(w.bs))
-		w.stats.Write += time.Since(t)
-		w.stats.Written += int64(n)
+		w.count(&w.stats.Write, t, n)
 		run = -1
 		return err
 	}
@@ -238,12 +233,14 @@ func (w *blockWriter) commit(s *segment) error {
 		} else if run < 0 {
 			run = j
 		}
-		if s.carry.Has(j) {
-			w.blocks.Set(s.first + j)
-		}
-	}
-	for _, sum := range s.sums {
-		w.sums = binary.LittleEndian.AppendUint32(w.sums, sum)
 	}
 	return flush(len(s.data) / w.bs)
+}
+
+// count adds the time since t to d, and written bytes to the stats.
+func (w *blockWriter) count(d *time.Duration, t time.Time, written int) {
+	w.mu.Lock()
+	*d += time.Since(t)
+	w.stats.Written += int64(written)
+	w.mu.Unlock()
 }

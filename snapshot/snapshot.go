@@ -25,14 +25,15 @@ type CreateOptions struct {
 	Stats *CreateStats
 }
 
-// CreateStats says where the time of one Create went. Scanning guest RAM
-// (finding zero blocks, checksumming) runs ahead of writing it on other
-// goroutines; ScanWait is the part of it the writer waited for.
+// CreateStats says where the time of one Create went. Guest RAM is scanned
+// (for zero blocks, and checksummed) and written by several goroutines at
+// once: Scan and Write are summed over them, so together they may exceed
+// the time Create took.
 type CreateStats struct {
-	ScanWait time.Duration // the writer waiting for scanned RAM
-	Write    time.Duration // writing RAM blocks and the footer
-	Sync     time.Duration // syncing both files, renaming them, syncing their directories
-	Written  int64         // bytes of RAM written (the rest are holes)
+	Scan    time.Duration // reading guest RAM for zero blocks and checksums
+	Write   time.Duration // writing RAM blocks and the footer
+	Sync    time.Duration // syncing both files, renaming them, syncing their directories
+	Written int64         // bytes of RAM written (the rest are holes)
 }
 
 // Create writes a snapshot of st and ram, the guest RAM: the memory file,
@@ -67,6 +68,11 @@ func Create(f Files, st *State, ram []byte, o CreateOptions) error {
 	if err != nil {
 		return err
 	}
+	for _, p := range []string{f.Memory, f.State} {
+		if err := checkOutput(p); err != nil {
+			return err
+		}
+	}
 	stats := o.Stats
 	if stats == nil {
 		stats = new(CreateStats)
@@ -93,19 +99,27 @@ func ReadState(path string) (*State, error) {
 }
 
 // readState is ReadState, also returning the format version and file size.
+// The file must be a regular file (see openInput), of at most MaxStateSize
+// bytes, which is checked before it is read.
 func readState(path string) (*State, Version, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	f, fi, err := openInput(path)
+	if errors.As(err, new(*FormatError)) {
+		return nil, Version{}, 0, err
+	} else if err != nil {
 		return nil, Version{}, 0, fmt.Errorf("snapshot: opening state file: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > MaxStateSize {
+	if fi.Size() > MaxStateSize {
 		return nil, Version{}, fi.Size(), inFile(problem(ErrTooLarge, "%d bytes, the limit is %d", fi.Size(), MaxStateSize), path)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxStateSize+1))
-	if err != nil {
+	// Read what the file held when opened (a file that has shrunk since
+	// reads as truncated), never more.
+	b := make([]byte, fi.Size())
+	n, err := io.ReadFull(f, b)
+	if err != nil && err != io.ErrUnexpectedEOF {
 		return nil, Version{}, 0, fmt.Errorf("snapshot: reading state file: %w", err)
 	}
+	b = b[:n]
 	s, v, err := decodeState(b)
 	return s, v, int64(len(b)), inFile(err, path)
 }
@@ -118,8 +132,7 @@ func readState(path string) (*State, Version, int64, error) {
 // MapMemory (or copies it with LoadMemory) and applies each diff's memory
 // file in order with LoadMemory.
 func Load(want Expect, chain ...Files) (*State, error) {
-	states, mems, err := openChain(chain)
-	closeAll(mems)
+	states, err := checkChain(chain)
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +144,19 @@ func Load(want Expect, chain ...Files) (*State, error) {
 	return states[len(states)-1], nil
 }
 
+// Check checks a snapshot as Load does, but not against a host: on any host,
+// it tells whether the files are sound and belong together.
+func Check(chain ...Files) error {
+	_, err := checkChain(chain)
+	return err
+}
+
+func checkChain(chain []Files) ([]*State, error) {
+	states, mems, err := openChain(chain)
+	closeAll(mems)
+	return states, err
+}
+
 // Merge folds diffs into base, a full snapshot, and writes the result as a
 // full snapshot to out, atomically (see Create). diffs must each apply to the
 // snapshot before it. The result keeps the newest diff's ID, so a later diff
@@ -140,6 +166,11 @@ func Load(want Expect, chain ...Files) (*State, error) {
 func Merge(base Files, diffs []Files, out Files) (*State, error) {
 	if len(diffs) == 0 {
 		return nil, errors.New("snapshot: merge: no diffs to fold in")
+	}
+	for _, p := range []string{out.Memory, out.State} {
+		if err := checkOutput(p); err != nil {
+			return nil, err
+		}
 	}
 	states, mems, err := openChain(append([]Files{base}, diffs...))
 	defer closeAll(mems)
@@ -160,20 +191,7 @@ func Merge(base Files, diffs []Files, out Files) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem, err := stageMemory(out.Memory, ft, nil, nil, func(w *blockWriter) error {
-		r, buf := newReader(mems...), make([]byte, chunkSize)
-		for off := uint64(0); off < ft.Size; off += chunkSize {
-			c := buf[:min(chunkSize, ft.Size-off)]
-			clear(c)
-			if err := r.read(c); err != nil {
-				return err
-			}
-			if err := w.write(int(off/uint64(ft.BlockSize)), c); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	mem, err := stageMemory(out.Memory, ft, nil, nil, func(w *blockWriter) error { return mergeInto(w, mems) })
 	if err != nil {
 		return nil, err
 	}
@@ -186,8 +204,9 @@ func Merge(base Files, diffs []Files, out Files) (*State, error) {
 }
 
 // openChain reads the state files of a chain and opens their memory files,
-// checking each binding and link. On error the files it opened are returned
-// too, for the caller to close.
+// checking each binding and link. It returns the states, of which all but
+// the newest hold only their headers, and the memory files. On error the
+// files it opened are returned too, for the caller to close.
 func openChain(chain []Files) ([]*State, []*memFile, error) {
 	if len(chain) == 0 {
 		return nil, nil, errors.New("snapshot: no snapshot given")
@@ -209,6 +228,11 @@ func openChain(chain []Files) ([]*State, []*memFile, error) {
 		}
 		if err := checkLink(states, s); err != nil {
 			return nil, mems, inFile(err, chain[i].State)
+		}
+		if i > 0 {
+			// Only the newest state is used whole; the others' headers
+			// suffice, so a long chain holds one machine state at a time.
+			states[i-1].Machine = Machine{}
 		}
 		states = append(states, s)
 	}

@@ -3,9 +3,13 @@ package snapshot
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
+	"unicode/utf8"
 )
 
 // Report summarizes a snapshot for people (WriteText) and scripts (JSON).
@@ -95,7 +99,7 @@ func Verify(statePath, memPath string) (Report, error) {
 	if err := m.readTable(); err != nil {
 		return r, err
 	}
-	r.Memory.DataBlocks = m.ft.Blocks.Count()
+	r.Memory.DataBlocks = m.carried
 	return r, m.scan()
 }
 
@@ -115,53 +119,83 @@ func describe(s *State, v Version, n int64) Report {
 }
 
 // scan reads the whole RAM image, checking each carried block against its
-// checksum and that every other block reads as zeros.
+// checksum and that every other block reads as zeros. The table must have
+// been read. A block lying wholly in a hole of the file reads as zeros
+// without being read, so the work grows with the data the file holds.
 func (m *memFile) scan() error {
-	bs, k := int(m.ft.BlockSize), 0
-	zero, buf := make([]byte, bs), make([]byte, chunkSize)
-	for off := uint64(0); off < m.ft.Size; off += chunkSize {
-		c := buf[:min(chunkSize, m.ft.Size-off)]
-		if _, err := m.ReadAt(c, int64(off)); err != nil {
+	bs, n := int(m.ft.BlockSize), m.ft.blocks()
+	zero := make([]byte, bs)
+	zsum := crc32.Checksum(zero, castagnoli)
+	var buf []byte
+	k := 0 // the index of the next carried block's checksum
+	for i := 0; i < n; {
+		// The next block to look at: one the file carries, or one not
+		// wholly in a hole. The blocks before it are holes, and not carried.
+		j, err := m.nextMarked(i)
+		if err != nil {
+			return err
+		}
+		if j = min(j, m.nextData(i)); j == n {
+			break
+		}
+		if m.hole(j) { // so it is carried, and reads as zeros
+			if err := m.checkSum(j, k, zsum, true); err != nil {
+				return err
+			}
+			i, k = j+1, k+1
+			continue
+		}
+		e := m.dataEnd(j, min(n, j+chunkSize/bs))
+		if buf == nil {
+			buf = make([]byte, min(chunkSize, n*bs))
+		}
+		c := buf[:(e-j)*bs]
+		if _, err := m.ReadAt(c, int64(j)*int64(bs)); err != nil {
 			return fmt.Errorf("snapshot: reading %s: %w", m.path, err)
 		}
-		for j := 0; j < len(c); j += bs {
-			i, b := int(off/uint64(bs))+j/bs, c[j:j+bs]
-			if m.ft.Blocks.Has(i) {
-				if err := m.check(i, k, b); err != nil {
+		for b := j; b < e; b++ {
+			blk := c[(b-j)*bs : (b-j+1)*bs]
+			if mk, err := m.marked(b); err != nil {
+				return err
+			} else if mk {
+				if err := m.check(b, k, blk); err != nil {
 					return err
 				}
 				k++
-			} else if !bytes.Equal(b, zero) {
+			} else if !bytes.Equal(blk, zero) {
 				return &FormatError{Path: m.path, Err: ErrCorrupt, Problem: fmt.Sprintf(
-					"block %d (offset %#x) holds data the footer does not list", i, uint64(i)*uint64(bs))}
+					"block %d (offset %#x) holds data the footer does not list", b, uint64(b)*uint64(bs))}
 			}
 		}
+		i = e
 	}
 	return nil
 }
 
-// WriteText prints the report for people.
+// WriteText prints the report for people. Strings from the files are
+// printed so that they cannot forge output (see quote, token and pathText):
+// a state file cannot break a line or send a terminal escape sequence.
 func (r *Report) WriteText(w io.Writer) error {
 	h := &r.Header
 	p := &printer{w: w}
-	p.printf("snapshot %s: %v, format %v, %d-byte state file\n", h.ID, h.Type, r.Format, r.StateBytes)
+	p.printf("snapshot %s: %v, format %v, %d-byte state file\n", token(h.ID), h.Type, r.Format, r.StateBytes)
 	if h.Parent != "" {
-		p.printf("  parent      %s\n", h.Parent)
+		p.printf("  parent      %s\n", token(h.Parent))
 	}
 	p.printf("  created     %s\n", h.Created.Format("2006-01-02 15:04:05.000 MST"))
-	p.printf("  host        %s, %s %s, %d-byte pages\n", h.Arch, h.Backend, h.BackendVersion, h.HostPageSize)
+	p.printf("  host        %s, %s %s, %d-byte pages\n", token(h.Arch), token(h.Backend), quote(h.BackendVersion), h.HostPageSize)
 	p.printf("  RAM         %s at %#x\n", human(h.RAMSize), h.RAMBase)
-	p.printf("  memory file %s, %d-byte blocks\n", h.Memory.FileID, h.Memory.BlockSize)
-	p.printf("  config      %d vCPUs, %d MiB, cmdline %q\n", r.Config.VCPUs, r.Config.MemoryMiB, r.Config.Cmdline)
+	p.printf("  memory file %s, %d-byte blocks\n", token(h.Memory.FileID), h.Memory.BlockSize)
+	p.printf("  config      %d vCPUs, %d MiB, cmdline %s\n", r.Config.VCPUs, r.Config.MemoryMiB, quote(r.Config.Cmdline))
 	p.printf("vCPUs:\n")
 	for i, c := range r.VCPUs {
 		p.printf("  %-3d MPIDR %#x  %-9s PC %#x  PSTATE %#x  %d sysregs  counter %d\n",
-			i, c.MPIDR, c.Power, c.PC, c.PSTATE, c.SysRegs, c.Counter)
+			i, c.MPIDR, token(c.Power), c.PC, c.PSTATE, c.SysRegs, c.Counter)
 	}
-	p.printf("GIC: %s %s, %d-byte state\n", r.GIC.Backend, r.GIC.BackendVersion, r.GIC.BlobBytes)
+	p.printf("GIC: %s %s, %d-byte state\n", token(r.GIC.Backend), quote(r.GIC.BackendVersion), r.GIC.BlobBytes)
 	p.printf("devices:\n")
 	for _, d := range r.Devices {
-		p.printf("  %-12s %d bytes\n", d.Name, d.Bytes)
+		p.printf("  %-12s %d bytes\n", quote(d.Name), d.Bytes)
 	}
 	if m := r.Memory; m != nil {
 		what := "hold data"
@@ -169,10 +203,44 @@ func (r *Report) WriteText(w io.Writer) error {
 			what = "were dirtied"
 		}
 		p.printf("memory: %s\n  %v, %s of RAM, %d of %d blocks %s (%s), %s on disk\n",
-			m.Path, m.Type, human(m.Size), m.DataBlocks, m.Size/uint64(m.BlockSize), what,
+			pathText(m.Path), m.Type, human(m.Size), m.DataBlocks, m.Size/uint64(max(m.BlockSize, 1)), what,
 			human(uint64(m.DataBlocks)*uint64(m.BlockSize)), human(uint64(m.AllocatedBytes)))
 	}
 	return p.err
+}
+
+// Text output spells a string taken from a file in one of three ways, none
+// of which can hold a line break, a control character (so no terminal
+// escape sequence) or a character that prints as nothing or reorders the
+// line (bidirectional overrides and the like):
+//
+//   - quote: free text (backend versions, device names, the kernel command
+//     line) as a Go string literal (strconv.Quote), always, so the text
+//     around it cannot be forged either.
+//   - token: what the decoder has restricted to letters, digits and . _ -
+//     (IDs, architecture, backend, power states) as it is; anything else,
+//     which a valid file cannot hold, quoted.
+//   - pathText: a path (given on the command line, not read from a file) as
+//     it is when every character of it prints, else quoted.
+func quote(s string) string { return strconv.Quote(s) }
+
+func token(s string) string {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return strconv.Quote(s)
+		}
+	}
+	if s == "" {
+		return `""`
+	}
+	return s
+}
+
+func pathText(s string) string {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(c rune) bool { return c != ' ' && !strconv.IsPrint(c) }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // human spells a byte count with a binary unit.

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/squibvm/squib/psci"
 	"github.com/squibvm/squib/snapshot"
@@ -70,23 +74,92 @@ func snapshotFileCmd(what string, args []string, stdout, stderr io.Writer) (int,
 		return 0, usageError{"--mem is required"}
 	}
 
+	var status int
+	var err error
 	switch what {
 	case "describe":
-		return describeCmd(state, shape, *asJSON, stdout)
+		status, err = describeCmd(state, shape, *asJSON, stdout)
 	case "verify":
-		return verifyCmd(state, mem, *asJSON, stdout)
+		status, err = verifyCmd(state, mem, *asJSON, stdout)
+	default:
+		switch {
+		case len(diffs) == 0:
+			return 0, usageError{"at least one --diff STATE:MEM is required"}
+		case outState == "":
+			return 0, usageError{"--out-snapshot is required"}
+		case outMem == "":
+			return 0, usageError{"--out-mem is required"}
+		case filepath.Clean(outState) == filepath.Clean(outMem):
+			return 0, usageError{"--out-snapshot and --out-mem name the same file"}
+		}
+		status, err = mergeCmd(snapshot.Files{State: state, Memory: mem}, diffs, snapshot.Files{State: outState, Memory: outMem}, *asJSON, stdout)
 	}
-	switch {
-	case len(diffs) == 0:
-		return 0, usageError{"at least one --diff STATE:MEM is required"}
-	case outState == "":
-		return 0, usageError{"--out-snapshot is required"}
-	case outMem == "":
-		return 0, usageError{"--out-mem is required"}
-	case filepath.Clean(outState) == filepath.Clean(outMem):
-		return 0, usageError{"--out-snapshot and --out-mem name the same file"}
+	if err != nil {
+		err = plainError{err}
 	}
-	return mergeCmd(snapshot.Files{State: state, Memory: mem}, diffs, snapshot.Files{State: outState, Memory: outMem}, *asJSON, stdout)
+	return status, err
+}
+
+// plainError keeps the message of an error about snapshot files to one line
+// of plain text. The snapshot package quotes what it takes from a file, but
+// a message also holds paths, which may hold anything: a control character
+// (a line break, an escape sequence) or a character that prints as nothing
+// is shown escaped, as in a Go string literal.
+type plainError struct{ err error }
+
+func (e plainError) Error() string { return escapeText(e.err.Error()) }
+func (e plainError) Unwrap() error { return e.err }
+
+// escapeText returns s with every byte that is not valid UTF-8, and every
+// character that does not print (a space does), escaped as strconv.Quote
+// would; the rest, quotes and backslashes included, stays as it is.
+func escapeText(s string) string {
+	var b strings.Builder
+	for i, c := range s {
+		switch _, size := utf8.DecodeRuneInString(s[i:]); {
+		case c == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case c == ' ' || strconv.IsPrint(c):
+			b.WriteRune(c)
+		default:
+			q := strconv.QuoteRune(c)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
+}
+
+// printPlainJSON prints v as one line of JSON, like printJSON, with every
+// character that does not print escaped. encoding/json escapes the control
+// characters below U+0020 but not DEL, the C1 controls (U+0080-U+009F, which
+// some terminals take as escape sequences) or bidirectional overrides such
+// as U+202E, and a state file's strings may hold them. Outside its strings
+// compact JSON holds only printable ASCII, so escaping them as \uXXXX keeps
+// the JSON valid and its strings the same.
+func printPlainJSON(w io.Writer, v any) {
+	b, _ := json.Marshal(v)
+	var out strings.Builder
+	for _, c := range string(b) {
+		if c == ' ' || strconv.IsPrint(c) {
+			out.WriteRune(c)
+			continue
+		}
+		if r1, r2 := utf16.EncodeRune(c); r1 != utf8.RuneError {
+			fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			fmt.Fprintf(&out, `\u%04x`, c)
+		}
+	}
+	fmt.Fprintf(w, "%s\n", out.String())
+}
+
+// pathText spells a path given on the command line for text output: as it
+// is when every character of it prints, else quoted.
+func pathText(p string) string {
+	if escapeText(p) != p {
+		return strconv.Quote(p)
+	}
+	return p
 }
 
 // parseDiff parses a --diff value, STATE:MEM. Paths holding a colon cannot
@@ -126,7 +199,7 @@ func describeCmd(state string, shape, asJSON bool, stdout io.Writer) (int, error
 		}
 	}
 	if asJSON {
-		printJSON(stdout, out)
+		printPlainJSON(stdout, out)
 		return exitOK, nil
 	}
 	if err := r.WriteText(stdout); err != nil {
@@ -203,7 +276,7 @@ func verifyCmd(state, mem string, asJSON bool, stdout io.Writer) (int, error) {
 		if err != nil {
 			out.Error = err.Error()
 		}
-		printJSON(stdout, out)
+		printPlainJSON(stdout, out)
 		if err != nil {
 			return 0, err
 		}
@@ -234,9 +307,10 @@ func mergeCmd(base snapshot.Files, diffs []snapshot.Files, out snapshot.Files, a
 		return 0, err
 	}
 	if asJSON {
-		printJSON(stdout, mergeOutput{ID: st.Header.ID, Diffs: len(diffs), Files: out})
+		printPlainJSON(stdout, mergeOutput{ID: st.Header.ID, Diffs: len(diffs), Files: out})
 		return exitOK, nil
 	}
-	fmt.Fprintf(stdout, "merged %d diff(s) into full snapshot %s\n  state  %s\n  memory %s\n", len(diffs), st.Header.ID, out.State, out.Memory)
+	fmt.Fprintf(stdout, "merged %d diff(s) into full snapshot %s\n  state  %s\n  memory %s\n", len(diffs), st.Header.ID,
+		pathText(out.State), pathText(out.Memory))
 	return exitOK, nil
 }

@@ -2,15 +2,27 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/crc32"
+	"hash/crc64"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/psci"
@@ -450,5 +462,405 @@ func TestSnapshotMergeFailures(t *testing.T) {
 		if status != exitOK || stdout != "" || !strings.HasPrefix(stderr, "usage: squibd snapshot "+what+" --snapshot ") {
 			t.Errorf("%s -h: status %d, stderr %q", what, status, stderr)
 		}
+	}
+}
+
+// sealEnvelope wraps a CBOR body in the envelope of docs/snapshot-format.md
+// §1, so the tests can write files the snapshot package would refuse to.
+func sealEnvelope(magic string, body []byte) []byte {
+	b := append([]byte(magic), 0, 0, 0, 0)
+	binary.LittleEndian.PutUint16(b[8:], snapshot.FormatMajor)
+	binary.LittleEndian.PutUint16(b[10:], snapshot.FormatMinor)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(body)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	b = append(b, body...)
+	return binary.LittleEndian.AppendUint64(b, crc64.Checksum(b, crc64.MakeTable(crc64.ECMA)))
+}
+
+// writeState writes st as a state file at path without validating it.
+func writeState(t *testing.T, path string, st *snapshot.State) {
+	t.Helper()
+	body, err := snapshot.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, sealEnvelope("SQUIB-ST", body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// holePair writes, as files f, a consistent snapshot of ramSize bytes of RAM
+// in bs-byte blocks whose memory file is all holes (its block table too) but
+// for the footer: a full snapshot, or a diff of parent that carries no
+// block. The file's size is what the footer says, unless imageBytes is not
+// zero: then the RAM image is that long, whatever the footer says. It
+// returns the snapshot's ID.
+func holePair(t *testing.T, f snapshot.Files, ramSize uint64, bs int, parent string, imageBytes int64) string {
+	t.Helper()
+	id, fileID, typ := snapshot.NewID(), snapshot.NewID(), snapshot.Full
+	if parent != "" {
+		typ = snapshot.Diff
+	}
+	bitmap := (ramSize/uint64(bs) + 7) / 8
+	crc := crc32.MakeTable(crc32.Castagnoli)
+	sum, zeros := uint32(0), make([]byte, 1<<20)
+	for n := bitmap; n > 0; n -= min(n, uint64(len(zeros))) {
+		sum = crc32.Update(sum, crc, zeros[:min(n, uint64(len(zeros)))])
+	}
+	body, err := snapshot.Marshal(map[int]any{1: fileID, 2: id, 3: parent, 4: uint8(typ), 5: ramSize, 6: uint32(bs), 7: bitmap, 8: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := sealEnvelope("SQUIB-MM", body)
+	image := int64(ramSize + bitmap)
+	if imageBytes != 0 {
+		image = imageBytes
+	}
+	mem, err := os.Create(f.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	if err := mem.Truncate(image); err != nil {
+		t.Skipf("cannot make a %d-byte sparse file: %v", image, err)
+	}
+	if _, err := mem.WriteAt(binary.LittleEndian.AppendUint64(env, uint64(len(env))), image); err != nil {
+		t.Fatal(err)
+	}
+	st := snapState(parent, psci.On)
+	h := &st.Header
+	h.Arch, h.HostPageSize, h.RAMSize, h.ID, h.Type, h.Created = snapshot.Arch, 4096, ramSize, id, typ, time.Now().UTC()
+	h.Memory = snapshot.MemoryRef{FileID: fileID, Size: ramSize, BlockSize: uint32(bs)}
+	st.Machine.Config.MemoryMiB = ramSize >> 20
+	writeState(t, f.State, st)
+	return id
+}
+
+// holesReported reports whether the file system of dir says where a sparse
+// file's holes are.
+func holesReported(t *testing.T, dir string) bool {
+	f, err := os.Create(filepath.Join(dir, "hole-probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := f.Truncate(1 << 30); err != nil {
+		return false
+	}
+	_, err = f.Seek(0, 3) // SEEK_DATA: there is none
+	return errors.Is(err, syscall.ENXIO)
+}
+
+// staticSquibd is squibd built as the Makefile builds it, without cgo: a
+// cgo binary makes threads with 8 MiB stacks, which a memory limit counts.
+var staticSquibd = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(filepath.Dir(squibdBin), "squibd-static")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// memoryLimit is the address space the offline commands get in
+// TestSnapshotHugeRAM, in KiB (ulimit -v): 1 GiB. The Go runtime reserves
+// about 750 MiB of it at start-up on linux/amd64 (squibd snapshot verify of
+// an ordinary snapshot runs in 800 MiB, not in 750), so a command that
+// allocates more than about 250 MiB dies.
+const memoryLimit = 1 << 20
+
+// runLimited runs squibd-static snapshot args... under memoryLimit, for at
+// most limit. It returns the exit status, stdout, stderr, the time taken and
+// the peak resident memory.
+func runLimited(t *testing.T, limit time.Duration, args ...string) (int, string, string, time.Duration, int64) {
+	t.Helper()
+	bin, err := staticSquibd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -v %d && exec "$0" snapshot "$@"`, memoryLimit), bin}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err = cmd.Run()
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("squibd snapshot %v: still running after %v", args, limit)
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss << 10
+	}
+	if s := stderr.String(); strings.Contains(s, "fatal error") || strings.Contains(s, "panic:") || strings.Contains(s, "goroutine ") {
+		t.Fatalf("squibd snapshot %v: crashed: %.2000s", args, s)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String(), took, rss
+}
+
+// TestSnapshotHugeRAM: snapshots that declare huge RAM in sparse files,
+// verified and merged under a 1 GiB address-space limit. Those declaring
+// more than a restore accepts (1 TiB, 4 TiB) are refused in one line; the
+// largest a restore accepts, 1 TiB - 1 GiB, all holes, verifies and merges
+// correctly. Each takes moments: the work grows with the data the files
+// hold, not with the RAM they declare, and nothing is allocated by a size
+// from a file before it is checked.
+func TestSnapshotHugeRAM(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the memory limit (ulimit -v) and its headroom are measured on Linux")
+	}
+	dir := t.TempDir()
+	if !holesReported(t, dir) {
+		t.Skip(dir, " does not report holes (SEEK_DATA): reading a huge sparse file there takes minutes")
+	}
+	const limit = 60 * time.Second // moments, unless the machine is very busy; reading 1 TiB of holes takes minutes
+
+	// A plain snapshot first, to see the limit leaves room for squibd.
+	f := snapFiles(dir, "plain")
+	writeSnapshot(t, f, snapState("", psci.On), testRAM(5), nil)
+	status, stdout, stderr, took, rss := runLimited(t, limit, "verify", "--snapshot", f.State, "--mem", f.Memory)
+	if status != exitOK || !strings.HasSuffix(stdout, "ok: state file and memory file are intact\n") {
+		t.Fatalf("verify of a 1 MiB snapshot under the limit: status %d, stderr %q", status, stderr)
+	}
+	t.Logf("verify, 1 MiB snapshot: %v, %d KiB resident", took, rss>>10)
+
+	const maxRAM = 1<<40 - 1<<30 // snapshot.MaxRAMSize
+	for _, c := range []struct {
+		name       string
+		ram        uint64
+		imageBytes int64 // the file's image, when not as declared
+		ok         bool
+	}{
+		{"1 TiB", 1 << 40, 0, false},
+		{"4 TiB", 4 << 40, 0, false},
+		{"4 TiB in 64 KiB", 4 << 40, 64 << 10, false},
+		{"1 TiB - 1 GiB", maxRAM, 0, true},
+	} {
+		base, diff, out := snapFiles(dir, "base"), snapFiles(dir, "diff"), snapFiles(dir, "merged")
+		id := holePair(t, base, c.ram, 4096, "", c.imageBytes)
+		holePair(t, diff, c.ram, 4096, id, c.imageBytes)
+		for _, args := range [][]string{
+			{"verify", "--snapshot", base.State, "--mem", base.Memory},
+			{"verify", "--snapshot", diff.State, "--mem", diff.Memory},
+			{"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", diff.State + ":" + diff.Memory,
+				"--out-snapshot", out.State, "--out-mem", out.Memory},
+			{"verify", "--snapshot", out.State, "--mem", out.Memory},
+		} {
+			if !c.ok && args[2] == out.State {
+				continue // no merged snapshot to verify
+			}
+			status, stdout, stderr, took, rss := runLimited(t, limit, args...)
+			t.Logf("%s: %s: status %d, %v, %d KiB resident", c.name, args[0], status, took, rss>>10)
+			switch {
+			case !c.ok && (status != exitError || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "squibd: ") ||
+				!strings.Contains(stderr, args[2]+": ")):
+				t.Errorf("%s: %v: status %d, stderr %q; want one line refusing %s", c.name, args, status, stderr, args[2])
+			case c.ok && args[0] == "verify" && (status != exitOK || !strings.HasSuffix(stdout, "ok: state file and memory file are intact\n") ||
+				!strings.Contains(stdout, "0 of 268173312 blocks")):
+				t.Errorf("%s: %v: status %d, stdout %q, stderr %q", c.name, args, status, stdout, stderr)
+			case c.ok && args[0] == "merge" && (status != exitOK || stderr != ""):
+				t.Errorf("%s: merge: status %d, stderr %q", c.name, status, stderr)
+			}
+		}
+		for _, f := range []snapshot.Files{base, diff, out} {
+			os.Remove(f.State)
+			os.Remove(f.Memory)
+		}
+	}
+}
+
+// runPromptly is runSnapshot, failing the test if squibd does not exit
+// within 10 s.
+func runPromptly(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, squibdBin, append([]string{"snapshot"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("squibd snapshot %q: still running after 10 s", args)
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// TestSnapshotSpecialFiles: a FIFO (no writer, no reader), a directory or a
+// character device given as any file of the offline commands is refused at
+// once, in one line naming it; as an output of merge, before anything is
+// written, and it is left as it was.
+func TestSnapshotSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	base, d1, _, _, _ := mergeChain(t, dir)
+	sdir := t.TempDir()
+	special := map[string]string{"FIFO": filepath.Join(sdir, "fifo"), "directory": filepath.Join(sdir, "dir")}
+	if err := syscall.Mkfifo(special["FIFO"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // should squibd wait on the FIFO after all
+		if f, err := os.OpenFile(special["FIFO"], os.O_RDWR|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	if err := os.Mkdir(special["directory"], 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if dev := filepath.Join(sdir, "zero"); syscall.Mknod(dev, syscall.S_IFCHR|0o600, 1<<8|5) == nil {
+		special["character device"] = dev
+	}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		special["/dev/zero"] = "/dev/zero"
+	}
+	outDir := t.TempDir()
+	out := snapFiles(outDir, "merged")
+	diff := d1.State + ":" + d1.Memory
+	for kind, path := range special {
+		cases := map[string][]string{
+			"describe --snapshot": {"describe", "--snapshot", path},
+			"verify --snapshot":   {"verify", "--snapshot", path, "--mem", base.Memory},
+			"verify --mem":        {"verify", "--snapshot", base.State, "--mem", path},
+			"merge --snapshot": {"merge", "--snapshot", path, "--mem", base.Memory, "--diff", diff,
+				"--out-snapshot", out.State, "--out-mem", out.Memory},
+			"merge --mem": {"merge", "--snapshot", base.State, "--mem", path, "--diff", diff,
+				"--out-snapshot", out.State, "--out-mem", out.Memory},
+			"merge --diff STATE": {"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", path + ":" + d1.Memory,
+				"--out-snapshot", out.State, "--out-mem", out.Memory},
+			"merge --diff :MEM": {"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", d1.State + ":" + path,
+				"--out-snapshot", out.State, "--out-mem", out.Memory},
+		}
+		if !strings.HasPrefix(path, "/dev/") { // not a place to write into, even to see it refused
+			cases["merge --out-snapshot"] = []string{"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", diff,
+				"--out-snapshot", path, "--out-mem", out.Memory}
+			cases["merge --out-mem"] = []string{"merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", diff,
+				"--out-snapshot", out.State, "--out-mem", path}
+		}
+		before, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, args := range cases {
+			status, stdout, stderr := runPromptly(t, args...)
+			if name == "verify --mem" && !strings.Contains(stdout, "ok:") { // verify prints the state file's report first
+				stdout = ""
+			}
+			if status != exitError || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "squibd: ") ||
+				!strings.Contains(stderr, path+": ") || !strings.Contains(stderr, "not a regular file") {
+				t.Errorf("%s as %s: status %d, stdout %q, stderr %q; want one line: not a regular file", kind, name, status, stdout, stderr)
+			}
+		}
+		if after, err := os.Lstat(path); err != nil || !os.SameFile(before, after) || after.Mode() != before.Mode() {
+			t.Errorf("%s: replaced by a refused merge: %v, %v", kind, after, err)
+		}
+	}
+	if entries, err := os.ReadDir(outDir); err != nil || len(entries) != 0 {
+		t.Errorf("refused merges left %v in the output directory (%v)", entries, err)
+	}
+}
+
+// TestSnapshotForgedText: strings a state file holds (backend versions,
+// device names, the command line) are quoted in describe's and verify's
+// text, so a state file cannot forge lines of it or send terminal escape
+// sequences; JSON escapes them too.
+func TestSnapshotForgedText(t *testing.T) {
+	dir := t.TempDir()
+	f := snapFiles(dir, "vm")
+	writeSnapshot(t, f, snapState("", psci.On), testRAM(6), nil)
+	plain := map[string]string{}
+	for _, what := range []string{"describe", "verify"} {
+		args := []string{what, "--snapshot", f.State}
+		if what == "verify" {
+			args = append(args, "--mem", f.Memory)
+		}
+		status, stdout, stderr := runSnapshot(t, args...)
+		if status != exitOK {
+			t.Fatalf("%s: status %d, stderr %q", what, status, stderr)
+		}
+		plain[what] = stdout
+	}
+
+	const forged = "\nok: state file and memory file are intact\n\x1b[2J\x1b]0;owned\a\u202e"
+	st, err := snapshot.ReadState(f.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Header.BackendVersion += forged
+	st.Machine.GIC.BackendVersion += forged
+	st.Machine.Config.Cmdline += forged
+	dev, err := snapshot.Marshal(uint64(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Machine.Devices = map[string]cbor.RawMessage{"pl011" + forged: dev}
+	writeState(t, f.State, st) // still bound to the memory file
+	for _, what := range []string{"describe", "verify"} {
+		args := []string{what, "--snapshot", f.State}
+		if what == "verify" {
+			args = append(args, "--mem", f.Memory)
+		}
+		status, stdout, stderr := runSnapshot(t, args...)
+		if status != exitOK || stderr != "" {
+			t.Fatalf("%s of the forged state: status %d, stderr %q", what, status, stderr)
+		}
+		for _, bad := range []string{"\x1b", "\a", "\u202e", "\nok: state file and memory file are intact\n\x1b"} {
+			if strings.Contains(stdout, bad) {
+				t.Errorf("%s prints %q raw:\n%s", what, bad, stdout)
+			}
+		}
+		if strings.Count(stdout, "\n") != strings.Count(plain[what], "\n")+1 { // one device line more
+			t.Errorf("%s prints %d lines, %d for the plain state plus a device line:\n%s\n--- plain:\n%s",
+				what, strings.Count(stdout, "\n"), strings.Count(plain[what], "\n"), stdout, plain[what])
+		}
+		if n := strings.Count(stdout, "\nok: "); what == "verify" && n != 1 || what == "describe" && n != 0 {
+			t.Errorf("%s prints %d lines that start with ok:\n%s", what, n, stdout)
+		}
+		for _, want := range []string{`kvm "6.8.0\nok: state file`, `cmdline "console=ttyAMA0\nok:`, `"pl011\nok: `, `\x1b[2J\x1b]0;owned\a\u202e"`} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("%s lacks %s:\n%s", what, want, stdout)
+			}
+		}
+
+		status, stdout, _ = runSnapshot(t, append(args, "--json")...)
+		var d struct {
+			Header struct {
+				BackendVersion string `json:"backend_version"`
+			} `json:"header"`
+			Devices []struct{ Name string } `json:"devices"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &d); status != exitOK || err != nil || d.Header.BackendVersion != "6.8.0"+forged ||
+			len(d.Devices) != 1 || d.Devices[0].Name != "pl011"+forged {
+			t.Errorf("%s --json: status %d, %v, %+v", what, status, err, d)
+		}
+		if strings.Count(stdout, "\n") != 1 || strings.ContainsAny(stdout, "\x1b\a\u202e") || !strings.Contains(stdout, `\u001b[2J\u001b]0;owned\u0007\u202e`) {
+			t.Errorf("%s --json prints strings raw: %q", what, stdout)
+		}
+	}
+
+	// Paths are the user's, but may come from a hostile directory listing:
+	// in an error message, and in merge's report, they cannot break lines
+	// or send escapes either.
+	odd := filepath.Join(dir, "x"+forged)
+	status, stdout, stderr := runSnapshot(t, "describe", "--snapshot", odd)
+	if status != exitError || stdout != "" || strings.Count(stderr, "\n") != 1 || strings.ContainsAny(stderr, "\x1b\a\u202e") ||
+		!strings.Contains(stderr, `x\nok: state file and memory file are intact\n\x1b[2J\x1b]0;owned\a\u202e`) {
+		t.Errorf("describe of a path with control characters: status %d, stdout %q, stderr %q", status, stdout, stderr)
+	}
+	base, d1, _, _, _ := mergeChain(t, t.TempDir())
+	out := snapshot.Files{State: odd + ".state", Memory: odd + ".mem"}
+	status, stdout, stderr = runSnapshot(t, "merge", "--snapshot", base.State, "--mem", base.Memory, "--diff", d1.State+":"+d1.Memory,
+		"--out-snapshot", out.State, "--out-mem", out.Memory)
+	if status != exitOK || strings.Count(stdout, "\n") != 3 || strings.ContainsAny(stdout, "\x1b\a\u202e") ||
+		!strings.Contains(stdout, "  state  "+strconv.Quote(out.State)+"\n") {
+		t.Errorf("merge to a path with control characters: status %d, stdout %q, stderr %q", status, stdout, stderr)
 	}
 }
