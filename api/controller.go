@@ -32,7 +32,10 @@ type Options struct {
 // Controller owns one microVM: its configuration before boot and the
 // running vmm.Machine after. Every request goes through its mutex, the one
 // serialized path into the VMM (each vCPU keeps its own command channel
-// below it); callers read request bodies before they take it.
+// below it); callers read request bodies before they take it, and requests
+// open and check the files they name before it too, so that a file that
+// makes its reader or writer wait (a FIFO) holds up no other request. Logs
+// and metrics are written without waiting (see sink).
 type Controller struct {
 	opts    Options
 	log     atomic.Pointer[slog.Logger]
@@ -166,14 +169,26 @@ func (c *Controller) setMachineConfig(u MachineConfig, put bool) error {
 	return nil
 }
 
-func (c *Controller) setBootSource(b BootSource) error {
-	if err := required(field{"kernel_image_path", b.KernelImagePath != nil}); err != nil {
-		return err
-	}
+// Requests whose files may take time to open (a FIFO, a slow disk) open
+// them before they take c.mu, so that no other request waits for them: they
+// check the phase first without holding it, then again under it.
+
+// beforeStart returns errAfterStart once the microVM has started.
+func (c *Controller) beforeStart() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m != nil {
 		return errAfterStart
+	}
+	return nil
+}
+
+func (c *Controller) setBootSource(b BootSource) error {
+	if err := required(field{"kernel_image_path", b.KernelImagePath != nil}); err != nil {
+		return err
+	}
+	if err := c.beforeStart(); err != nil {
+		return err
 	}
 	if err := checkReadable(*b.KernelImagePath); err != nil {
 		return fmt.Errorf("Boot source error: The kernel file cannot be opened: %w", err)
@@ -183,20 +198,35 @@ func (c *Controller) setBootSource(b BootSource) error {
 			return fmt.Errorf("Boot source error: The initrd file cannot be opened: %w", err)
 		}
 	}
-	c.boot, c.bootPath = &b, true
-	return nil
-}
-
-func (c *Controller) setLogger(l Logger) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m != nil {
 		return errAfterStart
 	}
-	f, err := c.format.apply(l)
+	c.boot, c.bootPath = &b, true
+	return nil
+}
+
+func (c *Controller) setLogger(l Logger) error {
+	if err := c.beforeStart(); err != nil {
+		return err
+	}
+	if err := l.check(); err != nil {
+		return err
+	}
+	file, err := l.open(&c.metrics.logDrops)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		if file != nil {
+			file.Close()
+		}
+		return errAfterStart
+	}
+	f := c.format.apply(l, file)
 	if old := c.format.file; old != nil && f.file != old {
 		defer old.Close()
 	}
@@ -209,15 +239,15 @@ func (c *Controller) setMetrics(m Metrics) error {
 	if err := required(field{"metrics_path", m.MetricsPath != nil}); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m != nil {
-		return errAfterStart
+	if err := c.beforeStart(); err != nil {
+		return err
 	}
 	if err := c.metrics.open(*m.MetricsPath); err != nil {
 		return err
 	}
-	c.metCfg = &m
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.metCfg = &m // a microVM that started meanwhile writes them too
 	return nil
 }
 
@@ -322,7 +352,7 @@ func (c *Controller) snapshotCreate(s SnapshotCreate) error {
 	}
 	c.metrics.store("latencies_us", metric, time.Since(t))
 	c.Log().Info("snapshot created", "diff", diff, "state", *s.SnapshotPath, "memory", *s.MemFilePath, "took", time.Since(t),
-		"save", st.Save, "scan_wait", st.ScanWait, "write", st.Write, "sync", st.Sync, "written", st.Written)
+		"save", st.Save, "scan", st.Scan, "write", st.Write, "sync", st.Sync, "written", st.Written)
 	return nil
 }
 
@@ -330,13 +360,8 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.m != nil:
-		return errAfterStart
-	case c.bootPath:
-		return errLoadAfterBootConfig
+	if err := c.loadAllowed(); err != nil {
+		return err
 	}
 	mem := s.MemFilePath
 	if b := s.MemBackend; b != nil {
@@ -348,13 +373,26 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	if mem == nil {
 		return errors.New("Load snapshot error: no memory file given (mem_backend.backend_path)")
 	}
+	files := snapshot.Files{State: *s.SnapshotPath, Memory: *mem}
 	power, _ := s.power() // checked
 	o := vmm.RestoreOptions{Power: power, CopyMemory: s.CopyMemory != nil && *s.CopyMemory,
 		TrackDirtyPages: s.TrackDirtyPages != nil && *s.TrackDirtyPages || s.EnableDiffSnapshots != nil && *s.EnableDiffSnapshots}
 	t := time.Now()
-	h, err := c.opts.OpenHypervisor()
+	// The files are checked before the hypervisor is opened, so that a bad
+	// file is reported as such on any host, and before c.mu is taken, so
+	// that reading them stalls no other request.
+	err := snapshot.Check(files)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if perr := c.loadAllowedLocked(); perr != nil { // another request came first
+		return perr
+	}
+	var h hv.Hypervisor
 	if err == nil {
-		c.m, err = vmm.Restore(h, snapshot.Files{State: *s.SnapshotPath, Memory: *mem}, o, c.opts.Console, c.Log())
+		h, err = c.opts.OpenHypervisor()
+	}
+	if err == nil {
+		c.m, err = vmm.Restore(h, files, o, c.opts.Console, c.Log())
 	}
 	if err != nil {
 		err = fmt.Errorf("Load snapshot error: %w", err)
@@ -365,11 +403,28 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	rc := c.m.Config()
 	c.machine = machineConfig{vcpus: rc.VCPUs, memMiB: rc.MemoryMiB, trackDirty: rc.TrackDirtyPages}
 	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
-	c.Log().Info("snapshot loaded", "state", *s.SnapshotPath, "memory", *mem, "took", time.Since(t))
+	c.Log().Info("snapshot loaded", "state", files.State, "memory", files.Memory, "took", time.Since(t))
 	go c.wait(c.m)
 	c.paused, c.pendingStart = true, true
 	if s.ResumeVM != nil && *s.ResumeVM {
 		c.startLoaded(t)
+	}
+	return nil
+}
+
+// loadAllowed refuses a snapshot load after a start or a boot resource.
+func (c *Controller) loadAllowed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loadAllowedLocked()
+}
+
+func (c *Controller) loadAllowedLocked() error {
+	switch {
+	case c.m != nil:
+		return errAfterStart
+	case c.bootPath:
+		return errLoadAfterBootConfig
 	}
 	return nil
 }

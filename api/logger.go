@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 )
 
@@ -38,7 +37,7 @@ func ParseLevel(name string) (slog.Level, error) {
 // fields it names and keeps the others, as Firecracker does.
 type logFormat struct {
 	out        io.Writer
-	file       *os.File // out, when it is a file PUT /logger opened
+	file       *sink // out, when it is a file PUT /logger opened
 	level      slog.Level
 	showLevel  bool
 	showOrigin bool
@@ -63,18 +62,38 @@ func (f logFormat) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(f.out, opts))
 }
 
-// apply returns f changed by a PUT /logger body.
-func (f logFormat) apply(l Logger) (logFormat, error) {
-	f.level = slog.LevelInfo
+// check refuses a PUT /logger body that apply would not take.
+func (l Logger) check() error {
 	if l.Level != nil {
-		level, err := ParseLevel(*l.Level)
-		if err != nil {
-			return f, bodyError("%v", err)
+		if _, err := ParseLevel(*l.Level); err != nil {
+			return bodyError("%v", err)
 		}
-		f.level = level
 	}
 	if l.Module != nil {
-		return f, fmt.Errorf("Logger error: filtering by module is not supported")
+		return fmt.Errorf("Logger error: filtering by module is not supported")
+	}
+	return nil
+}
+
+// open opens the file a checked PUT /logger body names, if any, counting
+// the lines it drops in d.
+func (l Logger) open(d *drops) (*sink, error) {
+	if l.LogPath == nil {
+		return nil, nil
+	}
+	s, err := openSink(*l.LogPath, d)
+	if err != nil {
+		return nil, fmt.Errorf("Logger error: %w", err)
+	}
+	return s, nil
+}
+
+// apply returns f changed by a checked PUT /logger body, writing to file
+// (from l.open) if the body names one.
+func (f logFormat) apply(l Logger, file *sink) logFormat {
+	f.level = slog.LevelInfo
+	if l.Level != nil {
+		f.level, _ = ParseLevel(*l.Level) // checked
 	}
 	if l.ShowLevel != nil {
 		f.showLevel = *l.ShowLevel
@@ -82,12 +101,8 @@ func (f logFormat) apply(l Logger) (logFormat, error) {
 	if l.ShowLogOrigin != nil {
 		f.showOrigin = *l.ShowLogOrigin
 	}
-	if l.LogPath != nil {
-		file, err := os.OpenFile(*l.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err != nil {
-			return f, fmt.Errorf("Logger error: %w", err)
-		}
+	if file != nil {
 		f.out, f.file = file, file
 	}
-	return f, nil
+	return f
 }

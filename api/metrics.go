@@ -2,9 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -25,10 +24,19 @@ const metricsPeriod = 60 * time.Second
 //	 "put_api_requests":{"actions_count":1,"actions_fails":0,...},"patch_api_requests":{...},
 //	 "api_latencies_us":{"put_actions":{"count":1,"min_us":90,"max_us":90,"sum_us":90},...},
 //	 "latencies_us":{"vmm_pause_vm":120,"vmm_resume_vm":80},
-//	 "vcpu":{"exit_mmio_read":10,"exit_mmio_write":200,...},"utc_timestamp_ms":...}
+//	 "vcpu":{"exit_mmio_read":10,"exit_mmio_write":200,...},
+//	 "logger":{"missed_log_count":0,"log_fails":0,"missed_metrics_count":0,"metrics_fails":0},"utc_timestamp_ms":...}
+//
+// The "logger" group counts, as Firecracker's does, the log lines and
+// metrics lines that were not written because their file would have made
+// squibd wait (a FIFO nobody reads) or failed (*_fails): see sink.
 type metrics struct {
+	// logDrops and metricsDrops count lost lines; the sinks add to them
+	// without taking mu.
+	logDrops, metricsDrops drops
+
 	mu        sync.Mutex
-	out       io.WriteCloser // nil until PUT /metrics
+	out       *sink // nil until PUT /metrics
 	requests  map[string]map[string]uint64
 	latencies map[string]*latency
 	stored    map[string]map[string]uint64 // latest values in µs, by group
@@ -72,19 +80,33 @@ func requestGroup(method string) string {
 	return strings.ToLower(method) + "_api_requests"
 }
 
-// open starts the metrics at path; like Firecracker, only once.
+var errMetricsAgain = errors.New("Metrics error: Reinitialization of metrics not allowed.")
+
+// open starts the metrics at path; like Firecracker, only once. The caller
+// holds no lock that a request needs: opening a file may take its time.
 func (m *metrics) open(path string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.out != nil {
-		return fmt.Errorf("Metrics error: Reinitialization of metrics not allowed.")
+	if m.configured() {
+		return errMetricsAgain
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	s, err := openSink(path, &m.metricsDrops)
 	if err != nil {
 		return fmt.Errorf("Metrics error: Cannot initialize the metrics system due to bad user input: %w", err)
 	}
-	m.out = f
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out != nil { // another PUT /metrics came first
+		s.Close()
+		return errMetricsAgain
+	}
+	m.out = s
 	return nil
+}
+
+// configured reports that the metrics have a file.
+func (m *metrics) configured() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out != nil
 }
 
 // request counts one API request to resource name (Firecracker's metric
@@ -145,15 +167,26 @@ func (m *metrics) write(exits vmm.ExitCounts) error {
 	for group, counts := range m.requests {
 		line[group] = counts
 	}
+	logger := map[string]uint64{
+		"missed_log_count":     m.logDrops.missed.Load(),
+		"log_fails":            m.logDrops.fails.Load(),
+		"missed_metrics_count": m.metricsDrops.missed.Load(),
+		"metrics_fails":        m.metricsDrops.fails.Load(),
+	}
+	line["logger"] = logger
 	b, err := json.Marshal(line)
 	if err != nil {
 		return err
 	}
 	if _, err := m.out.Write(append(b, '\n')); err != nil {
+		// Nothing is reset: the next line has these counts too.
 		return fmt.Errorf("writing metrics: %w", err)
 	}
 	m.exits = exits
 	m.reset()
+	// Like the other counters, these count since the previous line.
+	m.logDrops.sub(logger["missed_log_count"], logger["log_fails"])
+	m.metricsDrops.sub(logger["missed_metrics_count"], logger["metrics_fails"])
 	return nil
 }
 

@@ -137,7 +137,7 @@ func TestSnapshotScenarios(t *testing.T) {
 		if err := m.Pause(); err != nil {
 			t.Fatal(err)
 		}
-		if err := m.Snapshot(files(name), diff); err != nil {
+		if _, err := m.Snapshot(files(name), diff); err != nil {
 			t.Fatalf("snapshot %s: %v", name, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,8 +15,12 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/squibvm/squib/hv"
+	"github.com/squibvm/squib/psci"
 )
 
 // noHypervisor reports that squibdBin cannot start a VM on this machine,
@@ -25,13 +30,11 @@ var noHypervisor = sync.OnceValue(func() bool {
 	return errors.Is(err, hv.ErrNoHypervisor)
 })
 
-// loadFault is the fault of a snapshot load of files that do not exist:
-// squibd opens the hypervisor first, then the state file.
+// loadFault is the start of the fault of a snapshot load of files that do
+// not exist: squibd checks the files before it opens the hypervisor, so it
+// is the state file's problem on every host.
 func loadFault() string {
-	if noHypervisor() {
-		return "Load snapshot error: no usable hypervisor"
-	}
-	return "Load snapshot error: snapshot: opening state file: "
+	return "Load snapshot error: snapshot: "
 }
 
 func TestAPIGet(t *testing.T) {
@@ -117,6 +120,16 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "bogus": 1}`, deser + `json: unknown field "bogus".`},
 		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256} {}`, deser + "trailing characters"},
 		{"PUT", "/machine-config", `{"vcpu_count": "two", "mem_size_mib": 256}`, deser + "json: cannot unmarshal string"},
+		// Duplicate keys are refused, as Firecracker (serde) refuses them,
+		// instead of the last one winning; in any case, at any depth.
+		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "vcpu_count": 4}`, deser + "duplicate field `vcpu_count`."},
+		{"PATCH", "/machine-config", `{"mem_size_mib": 256, "MEM_SIZE_MIB": 512}`, deser + "duplicate field `MEM_SIZE_MIB` (also given as `mem_size_mib`)."},
+		{"PATCH", "/vm", `{"state": "Paused", "state": "Resumed"}`, deser + "duplicate field `state`."},
+		{"PUT", "/actions", `{"action_type": "FlushMetrics", "action_type": "InstanceStart"}`, deser + "duplicate field `action_type`."},
+		{"PUT", "/logger", `{"level": "Info", "level": "Debug"}`, deser + "duplicate field `level`."},
+		{"PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q, "metrics_path": %q}`, missing, filepath.Join(dir, "m")), deser + "duplicate field `metrics_path`."},
+		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m", "backend_path": "n"}}`,
+			deser + "duplicate field `backend_path` in `mem_backend`."},
 		{"PUT", "/machine-config", `{"vcpu_count": 200, "mem_size_mib": 256}`, "Machine config error: vcpu_count 200"},
 		{"PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 0}`, "Machine config error: mem_size_mib 0"},
 		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256, "smt": true}`, "Enabling simultaneous multithreading is not supported on aarch64."},
@@ -300,5 +313,158 @@ func TestAPIPreBootFlow(t *testing.T) {
 	}
 	if st, err := os.Stat(metricsPath); err != nil || st.Size() != 0 {
 		t.Errorf("metrics before boot: %v %v", st, err) // Firecracker writes them once the VM runs
+	}
+}
+
+// answerBound is how long a request that must not wait may take: far more
+// than it needs, far less than forever.
+const answerBound = 3 * time.Second
+
+// mkfifo makes a FIFO. When the test ends, before squibd is stopped, the
+// FIFO is opened read-write once (a reader and a writer), so that a squibd
+// stuck opening it comes free and the test fails instead of hanging.
+func mkfifo(t *testing.T, name string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK, 0); err == nil {
+			time.Sleep(10 * time.Millisecond)
+			unix.Close(fd)
+		}
+	})
+	return path
+}
+
+// putBeside sends a PUT that must be answered at once with 204 while
+// another client's GET / is answered too.
+func putBeside(t *testing.T, d *daemon, path, body string) {
+	t.Helper()
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	put := make(chan answer, 1)
+	go func() {
+		status, body, err := d.doWithin(answerBound, "PUT", path, body)
+		put <- answer{status, body, err}
+	}()
+	if status, body, err := d.doWithin(answerBound, "GET", "/", ""); err != nil || status != http.StatusOK {
+		t.Fatalf("GET / beside PUT %s: %d %q %v", path, status, body, err)
+	}
+	if a := <-put; a.err != nil || a.status != http.StatusNoContent {
+		t.Fatalf("PUT %s %s: %d %q %v; want 204 at once", path, body, a.status, a.body, a.err)
+	}
+}
+
+// TestAPILoggerFIFO points the log at a FIFO nobody reads. Firecracker
+// opens it read-write and non-blocking, so PUT /logger succeeds at once;
+// GET / from another client is answered meanwhile, and every request is
+// answered once the pipe is full, each logging or dropping its line
+// without waiting (the api package's tests check that the dropped lines are
+// counted in the metrics). What the pipe took is whole lines, and lines
+// come again once it is read.
+func TestAPILoggerFIFO(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	fifo := mkfifo(t, "log.fifo")
+	putBeside(t, d, "/logger", fmt.Sprintf(`{"log_path": %q, "level": "Debug"}`, fifo))
+	const requests = 2000 // about 100 bytes of log each: the 64 KiB pipe fills
+	for i := range requests {
+		if status, body, err := d.doWithin(answerBound, "GET", "/version", ""); err != nil || status != http.StatusOK {
+			t.Fatalf("request %d to a squibd logging to a full FIFO: %d %q %v", i, status, body, err)
+		}
+	}
+	r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	read := func() string {
+		var b strings.Builder
+		buf := make([]byte, 64<<10)
+		for {
+			r.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, err := r.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				return b.String()
+			}
+		}
+	}
+	held := read()
+	lines := strings.SplitAfter(held, "\n")
+	if lines[len(lines)-1] != "" {
+		t.Errorf("the FIFO ends in a cut line: %q", lines[len(lines)-1])
+	}
+	lines = lines[:len(lines)-1]
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "time=") {
+			t.Fatalf("line %d in the FIFO is not a whole log line: %q", i, l)
+		}
+	}
+	if len(lines) == 0 || len(lines) >= requests {
+		t.Errorf("the FIFO held %d lines; want some, but not all %d", len(lines), requests)
+	}
+	d.get("/version", new(any))
+	if after := read(); !strings.Contains(after, `msg="API request" method=GET path=/version status=200`) {
+		t.Errorf("nothing logged once the FIFO was read: %q", after)
+	}
+}
+
+// TestAPIMetricsFIFO points the metrics at a FIFO nobody reads: PUT
+// /metrics is answered at once, and GET / from another client meanwhile.
+func TestAPIMetricsFIFO(t *testing.T) {
+	d := startDaemon(t, squibdBin)
+	fifo := mkfifo(t, "metrics.fifo")
+	putBeside(t, d, "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, fifo))
+	if s := d.state(); s != "Not started" {
+		t.Errorf("state %q", s)
+	}
+}
+
+// TestAPILoadBadFiles loads damaged snapshots: each fault names the file
+// and its problem, on a host without a hypervisor too, since squibd checks
+// the files before it opens the hypervisor.
+func TestAPILoadBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	good, other := snapFiles(dir, "good"), snapFiles(dir, "other")
+	writeSnapshot(t, good, snapState("", psci.On), testRAM(1), nil)
+	writeSnapshot(t, other, snapState("", psci.On), testRAM(2), nil)
+	state, err := os.ReadFile(good.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	flipped := bytes.Clone(state)
+	flipped[len(flipped)/2] ^= 0x10
+	corrupt, truncated := write("corrupt.state", flipped), write("truncated.state", state[:len(state)-100])
+	none := filepath.Join(dir, "none.mem")
+	d := startDaemon(t, squibdBin)
+	const prefix = "Load snapshot error: snapshot: "
+	for _, c := range []struct{ name, state, mem, want string }{
+		{"a flipped bit", corrupt, good.Memory, prefix + corrupt + ": checksum mismatch: "},
+		{"truncated", truncated, good.Memory, prefix + truncated + ": file truncated: "},
+		{"a memory file as the state file", good.Memory, good.Memory, prefix + good.Memory + ": not a squib snapshot file"},
+		{"the memory of another snapshot", good.State, other.Memory, prefix + other.Memory + ": memory file does not match: "},
+		{"no memory file", good.State, none, prefix + none + ": memory file missing"},
+	} {
+		body := fmt.Sprintf(`{"snapshot_path": %q, "mem_backend": {"backend_type": "File", "backend_path": %q}}`, c.state, c.mem)
+		d.fault("PUT", "/snapshot/load", body, c.want)
+	}
+	if s := d.state(); s != "Not started" {
+		t.Errorf("state %q after the failed loads", s)
+	}
+	if noHypervisor() { // sound files: then the hypervisor is missed
+		body := fmt.Sprintf(`{"snapshot_path": %q, "mem_backend": {"backend_type": "File", "backend_path": %q}}`, good.State, good.Memory)
+		d.fault("PUT", "/snapshot/load", body, "Load snapshot error: no usable hypervisor")
 	}
 }

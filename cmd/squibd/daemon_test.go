@@ -127,11 +127,23 @@ func (d *daemon) wait() int {
 
 // do sends a request; a non-empty body is sent as is.
 func (d *daemon) do(method, path, body string) (int, string, error) {
+	return d.doWithin(0, method, path, body)
+}
+
+// doWithin is do with the answer due within limit (0: the client's
+// timeout); it is safe to call from any goroutine.
+func (d *daemon) doWithin(limit time.Duration, method, path, body string) (int, string, error) {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, "http://localhost"+path, r)
+	ctx := context.Background()
+	if limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://localhost"+path, r)
 	if err != nil {
 		return 0, "", err
 	}

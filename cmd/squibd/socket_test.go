@@ -308,6 +308,12 @@ func TestConfigFile(t *testing.T) {
 		{"no boot source", `{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}`, "missing field `boot-source`"},
 		{"bad machine", `{` + boot + `, "machine-config": {"vcpu_count": 0, "mem_size_mib": 128}}`, "vcpu_count 0"},
 		{"not JSON", `boot-source: x`, "invalid character"},
+		{"duplicate section", `{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "machine-config": {"vcpu_count": 2, "mem_size_mib": 128}}`,
+			"duplicate field `machine-config`."},
+		{"duplicate nested key", `{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "vcpu_count": 200}}`,
+			"duplicate field `vcpu_count` in `machine-config`."},
+		{"duplicate key in a list", `{` + boot + `, "drives": [{"drive_id": "a"}, {"drive_id": "a", "drive_id": "b"}]}`,
+			"duplicate field `drive_id` in `drives[1]`."},
 	}
 	if noHypervisor() {
 		cases = append(cases, struct{ name, config, stderr string }{"no hypervisor",
