@@ -1,19 +1,32 @@
 // Package memory holds a VM's guest RAM: one host mapping at a guest physical
 // base address, with bounds-checked access by guest address.
+//
+// Every write squib itself makes into guest RAM (loading aside, which
+// happens before the guest runs) goes through Mutable, Write or
+// AtomicStore16. Those record the blocks they touch in RAM's own write log
+// (TrackWrites, TakeWrites): the hypervisors' dirty logs see only the
+// guest's writes, so a diff snapshot needs both. Slice and Bytes are views
+// for reading; writes through them are not logged.
+//
+// AtomicLoad16 and AtomicStore16 are the ring accessors of virtio's split
+// queues, whose index fields are 16 bits wide (see atomic.go).
 package memory
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
 // RAM is guest RAM mapped into the host. The mapping is never moved, so
-// backends may hand its address to the hypervisor.
+// backends may hand its address to the hypervisor. Its methods may be
+// called from any goroutine, except Close.
 type RAM struct {
-	base  uint64
-	mem   []byte
-	unmap func([]byte) error
+	base   uint64
+	mem    []byte
+	unmap  func([]byte) error
+	writes atomic.Pointer[writeLog] // nil until TrackWrites
 }
 
 // Adopt makes RAM of an existing host mapping (such as a snapshot's memory
@@ -54,7 +67,8 @@ func (r *RAM) Contains(gpa, n uint64) bool {
 }
 
 // Slice returns the host bytes backing [gpa, gpa+n), or an error when the
-// range is not entirely inside RAM.
+// range is not entirely inside RAM. It is for reading: writes through it
+// are not in the write log (use Mutable).
 func (r *RAM) Slice(gpa, n uint64) ([]byte, error) {
 	if !r.Contains(gpa, n) {
 		return nil, fmt.Errorf("guest range [%#x, +%#x) is outside RAM [%#x, +%#x)", gpa, n, r.base, r.Size())
@@ -63,9 +77,21 @@ func (r *RAM) Slice(gpa, n uint64) ([]byte, error) {
 	return r.mem[off : off+n : off+n], nil
 }
 
-// Write copies b into guest RAM at gpa.
+// Mutable returns the host bytes backing [gpa, gpa+n) for squib to write
+// into, as Slice does, and records the range in the write log.
+func (r *RAM) Mutable(gpa, n uint64) ([]byte, error) {
+	b, err := r.Slice(gpa, n)
+	if err != nil {
+		return nil, err
+	}
+	r.logWrite(gpa-r.base, n)
+	return b, nil
+}
+
+// Write copies b into guest RAM at gpa and records the range in the write
+// log.
 func (r *RAM) Write(gpa uint64, b []byte) error {
-	dst, err := r.Slice(gpa, uint64(len(b)))
+	dst, err := r.Mutable(gpa, uint64(len(b)))
 	if err != nil {
 		return err
 	}
