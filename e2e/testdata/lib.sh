@@ -48,8 +48,11 @@ start() {
 # say NAME TEXT: type TEXT and Enter on NAME's console.
 say() { echo "$2" >/tmp/$1.in; }
 
-# counter NAME: the last counter value NAME's guest printed.
-counter() { grep -o 'SQUIB-GUEST-COUNTER=[0-9]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
+# counter NAME: the last counter value NAME's guest printed in full. A
+# console paused mid-line may end in "SQUIB-GUEST-COUNTER=" or in the first
+# digits of a number: only a number followed by something (a space, the
+# console's \r) counts.
+counter() { grep -Eo 'SQUIB-GUEST-COUNTER=[0-9]+[^0-9]' /tmp/$1.out | tail -1 | cut -d= -f2 | tr -dc 0-9; }
 
 # pattern NAME: the last pattern checksum NAME's guest announced.
 pattern() { grep -o 'SQUIB-GUEST-PATTERN=[0-9a-f]*' /tmp/$1.out | tail -1 | cut -d= -f2; }
