@@ -46,6 +46,7 @@ type Controller struct {
 	format   logFormat
 	machine  machineConfig
 	boot     *BootSource // nil until PUT /boot-source
+	entropy  *Entropy    // nil until PUT /entropy: no virtio-rng device
 	logCfg   *Logger     // the last PUT /logger, for GET /vm/config
 	metCfg   *Metrics
 	bootPath bool // a boot resource was configured: no snapshot load
@@ -207,6 +208,22 @@ func (c *Controller) setBootSource(b BootSource) error {
 	return nil
 }
 
+// setEntropy gives the microVM an entropy device (PUT /entropy). Like
+// Firecracker, a second PUT replaces the first, and the device is a boot
+// resource: a snapshot load is refused after it.
+func (c *Controller) setEntropy(e Entropy) error {
+	if err := e.check(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	c.entropy, c.bootPath = &Entropy{}, true // a rate limiter that does not limit is none
+	return nil
+}
+
 func (c *Controller) setLogger(l Logger) error {
 	if err := c.beforeStart(); err != nil {
 		return err
@@ -261,7 +278,7 @@ func (c *Controller) fullConfig() FullConfig {
 	}
 	mc := c.machine.wire()
 	none := []json.RawMessage{}
-	return FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg,
+	return FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg, Entropy: c.entropy,
 		Drives: none, NetworkInterfaces: none, Pmem: none}
 }
 
@@ -402,6 +419,9 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	// GET /machine-config now describes the restored microVM, as on Firecracker.
 	rc := c.m.Config()
 	c.machine = machineConfig{vcpus: rc.VCPUs, memMiB: rc.MemoryMiB, trackDirty: rc.TrackDirtyPages}
+	if rc.RNG { // and GET /vm/config its entropy device
+		c.entropy = &Entropy{}
+	}
 	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
 	c.Log().Info("snapshot loaded", "state", files.State, "memory", files.Memory, "took", time.Since(t))
 	go c.wait(c.m)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/squibvm/squib/psci"
@@ -32,13 +33,13 @@ var routes = []route{
 	{"PUT /metrics", "metrics", withBody(false, (*Controller).setMetrics)},
 	{"PUT /snapshot/create", "snapshot_create", withBody(true, (*Controller).snapshotCreate)},
 	{"PUT /snapshot/load", "snapshot_load", withBody(true, (*Controller).snapshotLoad)},
+	{"PUT /entropy", "entropy", withBody(true, (*Controller).setEntropy)},
 
 	{"PUT /drives/{id}", "drive", notYet("block devices")},
 	{"PATCH /drives/{id}", "drive", notYet("block devices")},
 	{"PUT /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PATCH /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PUT /vsock", "vsock", notYet("vsock")},
-	{"PUT /entropy", "entropy", notYet("the entropy device")},
 	{"GET /mmds", "mmds", notYet("MMDS")},
 	{"PUT /mmds", "mmds", notYet("MMDS")},
 	{"PATCH /mmds", "mmds", notYet("MMDS")},
@@ -66,6 +67,27 @@ func notYet(what string) func(*Controller, []byte) (any, error) {
 	return func(*Controller, []byte) (any, error) {
 		return nil, fmt.Errorf("squibd does not support %s yet", what)
 	}
+}
+
+// check validates an entropy body as Firecracker parses it, and refuses a
+// rate limiter that would limit.
+func (e Entropy) check() error {
+	if e.RateLimiter == nil {
+		return nil
+	}
+	for _, b := range []*TokenBucket{e.RateLimiter.Bandwidth, e.RateLimiter.Ops} {
+		if b == nil {
+			continue
+		}
+		if err := required(field{"size", b.Size != nil}, field{"refill_time", b.RefillTime != nil}); err != nil {
+			return err
+		}
+		if *b.Size != 0 && *b.RefillTime != 0 {
+			return errors.New("Entropy device error: squibd does not rate-limit the entropy device: " +
+				"leave rate_limiter out (or give it no bucket of non-zero size and refill_time)")
+		}
+	}
+	return nil
 }
 
 // check validates a snapshot create body as Firecracker parses it.

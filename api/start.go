@@ -39,7 +39,7 @@ func (c *Controller) Start() error {
 // build reads the boot files and builds the machine.
 func (c *Controller) build() (*vmm.Machine, error) {
 	cfg := vmm.Config{Cmdline: vmm.DefaultCmdline, VCPUs: c.machine.vcpus, MemoryMiB: c.machine.memMiB,
-		TrackDirtyPages: c.machine.trackDirty}
+		TrackDirtyPages: c.machine.trackDirty, RNG: c.entropy != nil}
 	if c.boot.BootArgs != nil {
 		cfg.Cmdline = *c.boot.BootArgs
 	}
@@ -114,6 +114,11 @@ func (c *Controller) Configure(cfg FullConfig) error {
 			return err
 		}
 	}
+	if cfg.Entropy != nil {
+		if err := c.setEntropy(*cfg.Entropy); err != nil {
+			return err
+		}
+	}
 	if cfg.BootSource == nil {
 		return bodyError("missing field `boot-source`")
 	}
@@ -133,7 +138,7 @@ func unsupported(cfg FullConfig) error {
 		}
 	}
 	single := map[string]json.RawMessage{"vsock": cfg.Vsock, "balloon": cfg.Balloon, "mmds-config": cfg.MMDSConfig,
-		"entropy": cfg.Entropy, "cpu-config": cfg.CPUConfig, "memory-hotplug": cfg.MemoryHotplug}
+		"cpu-config": cfg.CPUConfig, "memory-hotplug": cfg.MemoryHotplug}
 	for name, v := range single {
 		if len(v) > 0 && string(v) != "null" {
 			return fmt.Errorf("%s: squibd does not support this device yet", name)

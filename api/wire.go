@@ -114,9 +114,32 @@ type MemBackend struct {
 	BackendPath *string `json:"backend_path"`
 }
 
+// Entropy is the body of PUT /entropy: the microVM gets a virtio-rng
+// device. squibd does not rate-limit it, so a rate limiter is accepted
+// only as one that does not limit (no buckets, or buckets of size or
+// refill_time 0, which Firecracker leaves disabled).
+type Entropy struct {
+	RateLimiter *RateLimiter `json:"rate_limiter"`
+}
+
+// RateLimiter is Firecracker's rate limiter: a bandwidth (bytes) and an
+// ops token bucket.
+type RateLimiter struct {
+	Bandwidth *TokenBucket `json:"bandwidth"`
+	Ops       *TokenBucket `json:"ops"`
+}
+
+// TokenBucket is one bucket of a RateLimiter; size and refill_time are
+// required.
+type TokenBucket struct {
+	Size         *uint64 `json:"size"`
+	OneTimeBurst *uint64 `json:"one_time_burst"`
+	RefillTime   *uint64 `json:"refill_time"` // milliseconds
+}
+
 // FullConfig is the body of GET /vm/config and the schema of --config-file.
-// The device sections are placeholders until squib has the devices: in a
-// config file they must be empty or null.
+// The device sections but entropy are placeholders until squib has the
+// devices: in a config file they must be empty or null.
 type FullConfig struct {
 	BootSource    *BootSource    `json:"boot-source"`
 	MachineConfig *MachineConfig `json:"machine-config"`
@@ -129,7 +152,7 @@ type FullConfig struct {
 	Vsock             json.RawMessage   `json:"vsock"`
 	Balloon           json.RawMessage   `json:"balloon"`
 	MMDSConfig        json.RawMessage   `json:"mmds-config"`
-	Entropy           json.RawMessage   `json:"entropy"`
+	Entropy           *Entropy          `json:"entropy"`
 	CPUConfig         json.RawMessage   `json:"cpu-config"`
 	MemoryHotplug     json.RawMessage   `json:"memory-hotplug"`
 }

@@ -60,7 +60,7 @@ const Unfinished = -1
 //	Files              at the paths given as keys
 //
 // The guest's init reads squib.test=NAME from its command line, with NAME
-// one of poweroff (default), cpus, reboot, counter or shell; see
+// one of poweroff (default), cpus, reboot, counter, workload, rng or shell; see
 // lab/guest-init for the markers each prints.
 type Options struct {
 	PageSize PageSize          // L1 page size: Page4K (default) or Page16K

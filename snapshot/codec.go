@@ -26,7 +26,7 @@ func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor)
 // files up front. Any other change bumps the major version.
 const (
 	FormatMajor = 1
-	FormatMinor = 1
+	FormatMinor = 2 // 1.1: every register KVM lists; 1.2: virtio-mmio device entries
 )
 
 // formatVersion is FormatMajor.FormatMinor; tests change it to play an older

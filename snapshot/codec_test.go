@@ -15,11 +15,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.cbor")
 
-const goldenState = "testdata/state-v1.1.cbor"
+const goldenState = "testdata/state-v1.2.cbor"
 
-// oldGolden is the same fixture written by format 1.0, which this reader
-// still decodes.
-const oldGolden = "testdata/state-v1.0.cbor"
+// oldGoldens are the same fixture written by formats 1.0 and 1.1, which
+// this reader still decodes.
+var oldGoldens = []string{"testdata/state-v1.0.cbor", "testdata/state-v1.1.cbor"}
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
@@ -60,7 +60,7 @@ func TestGolden(t *testing.T) {
 	if !bytes.Equal(b, golden) {
 		t.Errorf("encoding differs from %s (%d bytes, golden %d)", goldenState, len(b), len(golden))
 	}
-	for _, path := range []string{goldenState, oldGolden} {
+	for _, path := range append([]string{goldenState}, oldGoldens...) {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +98,7 @@ func TestDecodeRefuses(t *testing.T) {
 		return b
 	}
 	var newer, major2 []byte
-	withVersion(Version{1, 2}, func() { newer = encode(t, testState(t)) })
+	withVersion(Version{1, 3}, func() { newer = encode(t, testState(t)) })
 	withVersion(Version{2, 0}, func() { major2 = encode(t, testState(t)) })
 	x86 := testState(t)
 	x86.Header.Arch = "x86_64"
@@ -115,7 +115,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"trailing data", append(bytes.Clone(good), 0), ErrCorrupt, "1 bytes of trailing data"},
 		{"memory file footer", withPrefix(func(p []byte) { copy(p, footerMagic[:]) }), ErrNotSnapshot, `magic "SQUIB-MM"`},
 		{"text", []byte(strings.Repeat("hello, world\n", 4)), ErrNotSnapshot, "magic"},
-		{"newer minor", newer, ErrVersion, "format 1.2 is newer than this squib's 1.1; upgrade squib"},
+		{"newer minor", newer, ErrVersion, "format 1.3 is newer than this squib's 1.2; upgrade squib"},
 		{"other major", major2, ErrVersion, "format 2.0; this squib reads 1.x only"},
 		{"length", withPrefix(func(p []byte) { p[12]++ }), ErrTruncated, "the header says"},
 		{"body CRC", withPrefix(func(p []byte) { p[len(p)-1] ^= 1 }), ErrChecksum, "CRC-64 of the contents"},

@@ -32,7 +32,7 @@ import (
 func FuzzDecodeState(f *testing.F) {
 	good := encode(f, testState(f))
 	f.Add(good)
-	for _, path := range []string{goldenState, oldGolden} {
+	for _, path := range append([]string{goldenState}, oldGoldens...) {
 		golden, err := os.ReadFile(path)
 		if err != nil {
 			f.Fatal(err)

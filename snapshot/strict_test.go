@@ -406,11 +406,11 @@ func TestStrictUnmarshal(t *testing.T) {
 	}
 }
 
-// TestStrictGolden: the files squib 1.0 and 1.1 wrote are in the
+// TestStrictGolden: the files squib 1.0, 1.1 and 1.2 wrote are in the
 // deterministic encoding (so the strict reader still loads them) and
 // re-encode to the same bytes.
 func TestStrictGolden(t *testing.T) {
-	for _, p := range []string{oldGolden, goldenState} {
+	for _, p := range append([]string{goldenState}, oldGoldens...) {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)

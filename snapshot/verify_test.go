@@ -22,7 +22,7 @@ func TestVerifyReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := r.Memory
-	if r.Format != (Version{1, 1}) || len(r.VCPUs) != 2 || len(r.Devices) != 2 || r.Devices[0].Name != "pl011" ||
+	if r.Format != (Version{1, 2}) || len(r.VCPUs) != 2 || len(r.Devices) != 2 || r.Devices[0].Name != "pl011" ||
 		m == nil || m.Type != Full || m.Size != 1<<20 || m.BlockSize != uint32(chainBS) || m.FileBytes <= 1<<20 {
 		t.Errorf("report %+v, memory %+v", r, m)
 	}
@@ -30,7 +30,7 @@ func TestVerifyReport(t *testing.T) {
 	if err := r.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"snapshot " + r.Header.ID + ": Full, format 1.1", fmt.Sprintf(`host        arm64, kvm "6.8.0", %d-byte pages`, os.Getpagesize()),
+	for _, want := range []string{"snapshot " + r.Header.ID + ": Full, format 1.2", fmt.Sprintf(`host        arm64, kvm "6.8.0", %d-byte pages`, os.Getpagesize()),
 		"RAM         1.0 MiB at 0x40000000", "  0   MPIDR 0x80000000  On ", "pl031", "blocks hold data"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
@@ -40,7 +40,7 @@ func TestVerifyReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"type":"Full"`, `"power":"Off"`, `"backend":"kvm"`, `"format":{"major":1,"minor":1}`} {
+	for _, want := range []string{`"type":"Full"`, `"power":"Off"`, `"backend":"kvm"`, `"format":{"major":1,"minor":2}`} {
 		if !bytes.Contains(js, []byte(want)) {
 			t.Errorf("JSON report lacks %s: %s", want, js)
 		}

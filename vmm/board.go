@@ -10,6 +10,7 @@ import (
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/snapshot"
+	"github.com/squibvm/squib/virtio"
 )
 
 // The guest physical memory map follows QEMU's virt board, so guests and
@@ -19,11 +20,13 @@ import (
 //	0x080A_0000  GICv3 redistributors (128 KiB per vCPU, up to 0x0900_0000)
 //	0x0900_0000  PL011 UART (4 KiB)
 //	0x0901_0000  PL031 RTC (4 KiB)
+//	0x0A00_0000  virtio-mmio devices (4 KiB each, one after the other)
 //	0x4000_0000  RAM (kernel at the start, initrd and device tree at the end)
 const (
-	UARTBase = 0x0900_0000
-	RTCBase  = 0x0901_0000
-	RAMBase  = 0x4000_0000
+	UARTBase   = 0x0900_0000
+	RTCBase    = 0x0901_0000
+	VirtioBase = 0x0A00_0000
+	RAMBase    = 0x4000_0000
 	// MaxRAM keeps RAM inside a 40-bit guest physical address space, the
 	// default every KVM host supports: 1<<40 - RAMBase. It is the snapshot
 	// format's limit, so a state file verifies only if a restore can map
@@ -110,6 +113,19 @@ func deviceTree(p *Plan) ([]byte, error) {
 	b.PropU32("clocks", clkPhandle)
 	b.PropString("clock-names", "apb_pclk")
 	b.End()
+
+	// virtio-mmio devices (virtio/mmio.yaml), level-triggered like the
+	// transport's line. dma-coherent: the guest maps the rings cacheable,
+	// as squib reads and writes them.
+	for _, v := range p.virtio {
+		b.Begin(fmt.Sprintf("virtio_mmio@%x", v.base))
+		b.PropString("compatible", "virtio,mmio")
+		b.PropU64("reg", v.base, virtio.Size)
+		c = v.spi.FDTCells(gic.IRQLevelHigh)
+		b.PropU32("interrupts", c[:]...)
+		b.PropEmpty("dma-coherent")
+		b.End()
+	}
 
 	b.Begin("chosen")
 	b.PropString("bootargs", p.Cmdline)

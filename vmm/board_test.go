@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/squibvm/squib/fdt"
+	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/loader"
 )
@@ -23,11 +25,11 @@ func testKernel(size uint64) []byte {
 	return b
 }
 
-func testPlan(t *testing.T, cpus int) *Plan {
+func testPlan(t *testing.T, cpus int, rng bool) *Plan {
 	t.Helper()
 	p, err := Prepare(Config{
 		Kernel: loader.Bytes(testKernel(8 << 20)), Initrd: loader.Bytes(bytes.Repeat([]byte{1}, 1<<20)),
-		Cmdline: DefaultCmdline, VCPUs: cpus, MemoryMiB: 512,
+		Cmdline: DefaultCmdline, VCPUs: cpus, MemoryMiB: 512, RNG: rng,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +38,7 @@ func testPlan(t *testing.T, cpus int) *Plan {
 }
 
 func TestDeviceTreeDescribesTheBoard(t *testing.T) {
-	p := testPlan(t, 3)
+	p := testPlan(t, 3, false)
 	root, _, err := fdt.Parse(p.DTB)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +82,39 @@ func TestDeviceTreeDescribesTheBoard(t *testing.T) {
 	if len(uart) != 3 || len(rtc) != 3 || uart[1] == rtc[1] {
 		t.Errorf("device interrupts uart %v rtc %v", uart, rtc)
 	}
+	if n := root.Find(fmt.Sprintf("/virtio_mmio@%x", VirtioBase)); n != nil {
+		t.Errorf("a board without devices has a virtio-mmio node: %v", n.Props)
+	}
+}
+
+// TestDeviceTreeRNG: the entropy device is a virtio-mmio node at the
+// first virtio window, with a level-triggered SPI of its own and
+// dma-coherent.
+func TestDeviceTreeRNG(t *testing.T) {
+	p := testPlan(t, 1, true)
+	root, _, err := fdt.Parse(p.DTB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := root.Find("/virtio_mmio@a000000")
+	if n == nil {
+		t.Fatal("no /virtio_mmio@a000000")
+	}
+	compat, _ := n.Strings("compatible")
+	reg, _ := n.U64("reg")
+	irq, _ := n.U32("interrupts")
+	_, coherent := n.Props["dma-coherent"]
+	uart, _ := root.Find("/pl011@9000000").U32("interrupts")
+	rtc, _ := root.Find("/pl031@9010000").U32("interrupts")
+	if !reflect.DeepEqual(compat, []string{"virtio,mmio"}) || !reflect.DeepEqual(reg, []uint64{VirtioBase, 0x1000}) || !coherent {
+		t.Errorf("virtio node: compatible %q, reg %#x, dma-coherent %v", compat, reg, coherent)
+	}
+	if len(irq) != 3 || irq[0] != 0 || irq[2] != gic.IRQLevelHigh || irq[1] == uart[1] || irq[1] == rtc[1] {
+		t.Errorf("virtio interrupts %v (uart %v, rtc %v): want an SPI of its own, level-high", irq, uart, rtc)
+	}
+	if len(p.virtio) != 1 || p.virtio[0].spi != gic.SPI(irq[1]) || p.virtio[0].name != "virtio-rng" {
+		t.Errorf("the plan's virtio devices %+v do not match the device tree", p.virtio)
+	}
 }
 
 func TestPrepareRejects(t *testing.T) {
@@ -117,7 +152,7 @@ func TestDeviceTreeDecompilesCleanly(t *testing.T) {
 		t.Skip("dtc not installed (apt-get install device-tree-compiler)")
 	}
 	path := filepath.Join(t.TempDir(), "board.dtb")
-	if err := os.WriteFile(path, testPlan(t, 2).DTB, 0o644); err != nil {
+	if err := os.WriteFile(path, testPlan(t, 2, true).DTB, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(dtc, "-I", "dtb", "-O", "dts", path).CombinedOutput()
@@ -147,7 +182,7 @@ func TestDeviceTreeMatchesQEMUVirt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _, err := fdt.Parse(testPlan(t, 2).DTB)
+	s, _, err := fdt.Parse(testPlan(t, 2, true).DTB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +206,8 @@ func TestDeviceTreeMatchesQEMUVirt(t *testing.T) {
 		{"/cpus/cpu@1", "reg"},
 		{"/cpus/cpu@1", "enable-method"},
 		{"/cpus", "#address-cells"},
+		{"/virtio_mmio@a000000", "compatible"},
+		{"/virtio_mmio@a000000", "dma-coherent"},
 		{"/", "compatible"},
 		{"/", "#address-cells"},
 		{"/", "#size-cells"},

@@ -15,6 +15,7 @@ import (
 	"github.com/squibvm/squib/memory"
 	"github.com/squibvm/squib/psci"
 	"github.com/squibvm/squib/snapshot"
+	"github.com/squibvm/squib/virtio"
 )
 
 // Outcome is how a VM ended.
@@ -43,16 +44,16 @@ func (o Outcome) String() string {
 
 // Machine is a booted (or booting) VM.
 type Machine struct {
-	log   *slog.Logger
-	plan  *Plan
-	ram   *memory.RAM
-	vm    hv.VM
-	psci  *psci.Machine
-	uart  *pl011.UART
-	rtc   *pl031.RTC
-	bus   bus
-	vcpus []*vcpu
-	wg    sync.WaitGroup // vCPU goroutines
+	log     *slog.Logger
+	plan    *Plan
+	ram     *memory.RAM
+	vm      hv.VM
+	psci    *psci.Machine
+	uart    *pl011.UART // also among devices; fed the console input
+	devices []Device    // in bus order; see Device for who calls what when
+	bus     bus
+	vcpus   []*vcpu
+	wg      sync.WaitGroup // vCPU goroutines
 
 	endOnce  sync.Once
 	stopping chan struct{} // closed when the VM ends
@@ -60,8 +61,8 @@ type Machine struct {
 	outcome  Outcome
 	err      error
 
-	ctl    sync.Mutex // serializes Pause, Resume and Snapshot
-	paused bool       // under ctl
+	ctl    sync.Mutex // serializes Pause, Resume, Snapshot and a restored machine's Start
+	paused bool       // under ctl: the vCPUs stopped and the devices quiesced
 	exits  exitCounters
 
 	backend string // hv.Hypervisor.Name, for snapshots
@@ -69,7 +70,7 @@ type Machine struct {
 
 	// Dirty-page tracking and diff snapshots, under ctl.
 	blockSize int             // snapshot block size; the tracking unit when tracking
-	tracking  bool            // the backend records guest writes to RAM
+	tracking  bool            // the backend records guest writes to RAM, and RAM squib's
 	lastID    string          // the snapshot a diff would apply to ("" if none)
 	carry     snapshot.Bitmap // blocks dirtied since lastID that a failed snapshot collected
 }
@@ -118,9 +119,7 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 		if err != nil {
 			m.end(Failed, err)
 			m.wg.Wait()
-			if m.uart != nil {
-				m.uart.Close()
-			}
+			m.closeDevices()
 			if m.vm != nil {
 				m.vm.Close()
 			}
@@ -147,9 +146,15 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 	}
 
 	m.uart = pl011.New(console, m.irqLine(plan.uartSPI))
-	m.rtc = pl031.New(nil)
-	m.bus.add(UARTBase, pl011.Size, "pl011", m.uart)
-	m.bus.add(RTCBase, pl031.Size, "pl031", m.rtc)
+	m.addDevice(uart{m.uart})
+	m.addDevice(rtc{pl031.New(nil)})
+	for _, s := range plan.virtio {
+		t, err := virtio.New(s.dev(m.ram), m.ram, m.irqLine(s.spi), log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+		m.addDevice(&virtioDevice{Transport: t, name: s.name, base: s.base, spi: s.spi})
+	}
 
 	// One at a time, in index order: KVM gives the redistributor frames
 	// out in creation order, and a guest restored into a VM whose frames
@@ -170,7 +175,9 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 	return m, nil
 }
 
-// trackDirty starts dirty-page tracking, before any vCPU runs.
+// trackDirty starts dirty-page tracking, before any vCPU runs: the
+// backend's log of the guest's writes, and RAM's of squib's own (a
+// device's), in the same blocks.
 func (m *Machine) trackDirty() error {
 	sv, ok := m.vm.(hv.StateVM)
 	if !ok {
@@ -179,12 +186,17 @@ func (m *Machine) trackDirty() error {
 	if err := sv.TrackDirty(uint64(m.blockSize)); err != nil {
 		return err
 	}
+	if err := m.ram.TrackWrites(uint64(m.blockSize)); err != nil {
+		return err
+	}
 	m.tracking = true
 	return nil
 }
 
 // irqLine returns the function a device calls to drive its interrupt line.
-// Raising a line also wakes vCPUs sleeping in WFI in squib (HVF).
+// Raising a line also wakes vCPUs sleeping in WFI in squib (HVF). A virtio
+// transport calls it with its register lock held, so it never calls into a
+// device, and on failure it only ends the machine (end closes nothing).
 func (m *Machine) irqLine(spi gic.SPI) func(bool) {
 	return func(level bool) {
 		if err := m.vm.SetSPI(spi.INTID(), level); err != nil {
@@ -214,7 +226,11 @@ func (m *Machine) Start(input io.Reader) {
 	}
 	switch {
 	case !m.boot:
+		// Restore left the devices quiesced: they start before the vCPUs.
 		m.ctl.Lock()
+		for _, d := range m.devices {
+			d.Unquiesce()
+		}
 		m.paused = false
 		m.ctl.Unlock()
 		for i, c := range m.vcpus {
@@ -244,27 +260,33 @@ func (m *Machine) Config() Config {
 	return c
 }
 
-// Pause stops every vCPU at its next exit and returns once all have stopped.
-func (m *Machine) Pause() error { return m.setPaused(true) }
-
-// Resume lets paused vCPUs run again.
-func (m *Machine) Resume() error { return m.setPaused(false) }
-
-func (m *Machine) setPaused(paused bool) error {
+// Pause stops every vCPU at its next exit, then quiesces every device, and
+// returns once all have stopped: the guest's state then holds still.
+func (m *Machine) Pause() error {
 	m.ctl.Lock()
 	defer m.ctl.Unlock()
-	kind := cmdResume
-	if paused {
-		kind = cmdPause
+	if err := m.broadcast(cmdPause); err != nil {
+		return err
 	}
-	err := m.broadcast(kind)
-	if err == nil {
-		m.paused = paused
-		if paused {
-			m.uart.Flush() // all the paused guest's console output is out
-		}
+	for _, d := range m.devices {
+		d.Quiesce()
 	}
-	return err
+	m.paused = true
+	return nil
+}
+
+// Resume lets the devices work again, then the vCPUs run.
+func (m *Machine) Resume() error {
+	m.ctl.Lock()
+	defer m.ctl.Unlock()
+	for _, d := range m.devices {
+		d.Unquiesce()
+	}
+	if err := m.broadcast(cmdResume); err != nil {
+		return err
+	}
+	m.paused = false
+	return nil
 }
 
 // broadcast sends a command to every vCPU and waits for all to act on it;
@@ -306,11 +328,12 @@ func (m *Machine) end(o Outcome, err error) {
 }
 
 // Wait blocks until the VM has ended and every vCPU is gone, releases the
-// VM and its memory, and reports how it ended.
+// devices (the guest's last console output is written), the VM and its
+// memory, and reports how it ended.
 func (m *Machine) Wait() (Outcome, error) {
 	<-m.stopping
 	m.wg.Wait()
-	m.uart.Close() // the guest's last console output
+	m.closeDevices()
 	err := m.vm.Close()
 	if cerr := m.ram.Close(); err == nil {
 		err = cerr

@@ -55,7 +55,7 @@ func (v *failingVCPU) Close() error {
 // return its error with every vCPU, the VM and guest RAM released.
 func TestNewFailsCleanly(t *testing.T) {
 	h := &failingHV{}
-	m, err := New(h, testPlan(t, 3), io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m, err := New(h, testPlan(t, 3, true), io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if !errors.Is(err, errVGIC) || m != nil {
 		t.Fatalf("New = %v, %v; want nil and the backend's error", m, err)
 	}

@@ -1,14 +1,18 @@
 // Package vmm is squib's backend-neutral VMM core: it lays out an arm64
-// board (memory map, device tree, PL011, PL031, GICv3), loads a Linux kernel,
-// and runs one locked goroutine per vCPU on any hv.Hypervisor, taking
-// commands (pause, resume, stop) through each vCPU's channel.
+// board (memory map, device tree, PL011, PL031, GICv3, virtio-mmio
+// devices), loads a Linux kernel, and runs one locked goroutine per vCPU on
+// any hv.Hypervisor, taking commands (pause, resume, stop) through each
+// vCPU's channel.
 package vmm
 
 import (
 	"fmt"
 
+	"github.com/squibvm/squib/devices/rng"
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/loader"
+	"github.com/squibvm/squib/memory"
+	"github.com/squibvm/squib/virtio"
 )
 
 // Config is what a user asks for.
@@ -21,6 +25,9 @@ type Config struct {
 	// TrackDirtyPages records the guest's writes to RAM from the start,
 	// for diff snapshots.
 	TrackDirtyPages bool
+	// RNG gives the guest a virtio-rng device (its /dev/hwrng), fed from
+	// the host's CSPRNG.
+	RNG bool
 }
 
 // OpenFiles opens the boot files into c: the kernel and, unless initrdPath
@@ -60,7 +67,20 @@ type Plan struct {
 	DTB     []byte
 
 	uartSPI, rtcSPI gic.SPI
+	virtio          []virtioSlot // in address order
 }
+
+// virtioSlot is where the board puts one virtio-mmio device, and the
+// device type it holds.
+type virtioSlot struct {
+	name string // the device's Name
+	base uint64
+	spi  gic.SPI
+	dev  func(*memory.RAM) virtio.Device
+}
+
+// rngName is the entropy device's name, in snapshots too.
+const rngName = "virtio-rng"
 
 // Prepare checks cfg and lays out the board. Its errors are meant for users.
 func Prepare(cfg Config) (*Plan, error) {
@@ -94,8 +114,9 @@ func Prepare(cfg Config) (*Plan, error) {
 	return p, nil
 }
 
-// layOut assigns the interrupt controller and the devices' interrupts; the
-// same VCPUs always give the same board, so a restore finds it as saved.
+// layOut assigns the interrupt controller, and the devices their windows
+// and interrupts; the same VCPUs and devices always give the same board,
+// so a restore finds it as saved.
 func (p *Plan) layOut() (err error) {
 	if p.GIC, err = gic.NewLayout(p.VCPUs); err != nil {
 		return err
@@ -103,6 +124,17 @@ func (p *Plan) layOut() (err error) {
 	if p.uartSPI, err = p.GIC.AllocSPI(); err != nil {
 		return err
 	}
-	p.rtcSPI, err = p.GIC.AllocSPI()
-	return err
+	if p.rtcSPI, err = p.GIC.AllocSPI(); err != nil {
+		return err
+	}
+	if p.RNG {
+		p.virtio = append(p.virtio, virtioSlot{name: rngName, dev: func(ram *memory.RAM) virtio.Device { return rng.New(ram) }})
+	}
+	for i := range p.virtio {
+		p.virtio[i].base = VirtioBase + uint64(i)*virtio.Size
+		if p.virtio[i].spi, err = p.GIC.AllocSPI(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

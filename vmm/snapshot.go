@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/squibvm/squib/devices/pl011"
-	"github.com/squibvm/squib/devices/pl031"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/memory"
 	"github.com/squibvm/squib/psci"
@@ -19,9 +18,10 @@ import (
 
 // Snapshot writes a snapshot of the paused machine to f: each vCPU saves
 // its own state on its own thread, then the interrupt controller and the
-// devices are saved, then guest RAM; both files appear atomically. A diff
-// snapshot holds only the RAM written since the machine's last snapshot
-// (or the one it was restored from) and needs dirty-page tracking. The
+// (quiesced) devices are saved, then guest RAM; both files appear
+// atomically. A diff snapshot holds only the RAM written since the
+// machine's last snapshot (or the one it was restored from), by the guest
+// or by squib's devices, and needs dirty-page tracking. The
 // machine stays paused, and intact if writing fails; the writes a failed
 // snapshot collected go into the next one. The stats say where the time
 // went.
@@ -99,17 +99,20 @@ func (m *Machine) snapshot(f snapshot.Files, diff bool, stats *SnapshotStats) er
 	return nil
 }
 
-// collectDirty returns the blocks the guest wrote since the last snapshot
-// that was written: the backend's log since the last call, plus m.carry.
+// collectDirty returns the blocks written since the last snapshot that was
+// written: the backend's log of the guest's writes and RAM's of the
+// devices' since the last call (the devices are quiesced, so the log is
+// complete), plus m.carry.
 func (m *Machine) collectDirty(sv hv.StateVM) (snapshot.Bitmap, error) {
-	words, err := sv.CollectDirty()
+	guest, err := sv.CollectDirty()
 	if err != nil {
 		return nil, err
 	}
+	devices := m.ram.TakeWrites() // the same blocks as the backend's: see trackDirty
 	n := int(m.ram.Size() / uint64(m.blockSize))
 	b := snapshot.NewBitmap(n)
 	for i := range n {
-		if words[i/64]&(1<<(i%64)) != 0 || (m.carry != nil && m.carry.Has(i)) {
+		if (guest[i/64]|devices[i/64])&(1<<(i%64)) != 0 || (m.carry != nil && m.carry.Has(i)) {
 			b.Set(i)
 		}
 	}
@@ -134,31 +137,34 @@ func (m *Machine) tell(i int, cmd command) error {
 }
 
 func (m *Machine) saveDevices() (map[string]cbor.RawMessage, error) {
-	uart, err := snapshot.Marshal(m.uart.Save())
-	if err != nil {
-		return nil, err
+	saved := make(map[string]cbor.RawMessage, len(m.devices))
+	for _, d := range m.devices {
+		b, err := d.Save()
+		if err != nil {
+			return nil, fmt.Errorf("saving %s: %w", d.Name(), err)
+		}
+		saved[d.Name()] = b
 	}
-	rtc, err := snapshot.Marshal(m.rtc.Save())
-	if err != nil {
-		return nil, err
-	}
-	return map[string]cbor.RawMessage{"pl011": uart, "pl031": rtc}, nil
+	return saved, nil
 }
 
-func (m *Machine) restoreDevices(devs map[string]cbor.RawMessage) error {
-	var uart pl011.State
-	var rtc pl031.State
-	for name, v := range map[string]any{"pl011": &uart, "pl031": &rtc} {
-		b, ok := devs[name]
-		if !ok {
-			return fmt.Errorf("the snapshot has no %s state", name)
-		}
-		if err := snapshot.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("%s state: %w", name, err)
+// restoreDevices restores every device of the board from saved, which
+// must hold a state for each and for no other.
+func (m *Machine) restoreDevices(saved map[string]cbor.RawMessage) error {
+	for name := range saved {
+		if !slices.ContainsFunc(m.devices, func(d Device) bool { return d.Name() == name }) {
+			return fmt.Errorf("the snapshot has the state of a device %q, which squib's board does not have", name)
 		}
 	}
-	m.uart.Restore(uart)
-	m.rtc.Restore(rtc)
+	for _, d := range m.devices {
+		b, ok := saved[d.Name()]
+		if !ok {
+			return fmt.Errorf("the snapshot has no %s state", d.Name())
+		}
+		if err := d.Restore(b); err != nil {
+			return fmt.Errorf("%s state: %w", d.Name(), err)
+		}
+	}
 	return nil
 }
 
@@ -179,7 +185,8 @@ type RestoreOptions struct {
 // Restore builds a machine from snapshot f on hypervisor h. Guest RAM maps
 // the memory file copy-on-write, so the cost does not grow with guest
 // memory and clones share the host's page cache (unless o.CopyMemory). The
-// machine waits for Start.
+// board has the devices whose states the snapshot holds, where they were
+// saved. The machine waits for Start.
 func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Writer, log *slog.Logger) (*Machine, error) {
 	st, err := snapshot.Load(snapshot.Expect{Backend: h.Name()}, f)
 	if err != nil {
@@ -197,7 +204,8 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 		return nil, fmt.Errorf("snapshot %s: %w", f.State, err)
 	}
 	c := st.Machine.Config
-	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages},
+	_, hasRNG := st.Machine.Devices[rngName]
+	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages, RNG: hasRNG},
 		RAMSize: st.Header.RAMSize}
 	if plan.VCPUs > h.MaxVCPUs() {
 		return nil, fmt.Errorf("snapshot %s has %d vCPUs; the %s backend supports at most %d here", f.State, plan.VCPUs, h.Name(), h.MaxVCPUs())
@@ -251,7 +259,7 @@ func restoreRAM(path string, size uint64, copyIn bool) (*memory.RAM, error) {
 
 // restore writes the saved state into a freshly built machine: vCPUs (on
 // their threads, each with its power state from shape), then the interrupt
-// controller, devices and PSCI power.
+// controller, devices (left quiesced until Start) and PSCI power.
 func (m *Machine) restore(st *snapshot.State, shape []psci.Power) error {
 	sv, ok := m.vm.(hv.StateVM)
 	if !ok {

@@ -61,7 +61,7 @@ func TestAPIGet(t *testing.T) {
 	for key, want := range map[string]string{
 		"boot-source":    `{"kernel_image_path":"","initrd_path":null,"boot_args":null}`,
 		"machine-config": `{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}`,
-		"drives":         `[]`, "network-interfaces": `[]`, "vsock": `null`, "logger": `null`, "metrics": `null`,
+		"drives":         `[]`, "network-interfaces": `[]`, "vsock": `null`, "logger": `null`, "metrics": `null`, "entropy": `null`,
 	} {
 		if string(full[key]) != want {
 			t.Errorf("GET /vm/config: %s is %s, want %s", key, full[key], want)
@@ -173,7 +173,10 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, "squibd does not support block devices yet"},
 		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
 		{"PUT", "/vsock", `{"guest_cid": 3}`, "squibd does not support vsock yet"},
-		{"PUT", "/entropy", `{}`, "squibd does not support the entropy device yet"},
+		{"PUT", "/entropy", `{"rate_limiter": null, "bogus": 1}`, deser + `json: unknown field "bogus".`},
+		{"PUT", "/entropy", `{"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}`,
+			"Entropy device error: squibd does not rate-limit the entropy device"},
+		{"PUT", "/entropy", `{"rate_limiter": {"ops": {"refill_time": 100}}}`, deser + "missing field `size`."},
 		{"GET", "/mmds", "", "squibd does not support MMDS yet"},
 		{"PUT", "/machine-config", strings.Repeat(" ", 51201), "Request payload with size 51201 is larger than the limit of 51200 allowed by server."},
 	}
@@ -228,6 +231,7 @@ func TestAPILoadAfterBootResource(t *testing.T) {
 		{"PUT", "/machine-config", `{"vcpu_count": 2, "mem_size_mib": 256}`},
 		{"PATCH", "/machine-config", `{"vcpu_count": 2}`},
 		{"PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, kernel)},
+		{"PUT", "/entropy", `{}`},
 	} {
 		d := startDaemon(t, squibdBin)
 		d.ok(c.method, c.path, c.body)

@@ -21,6 +21,7 @@ type runFlags struct {
 	cpus                    int
 	memory                  uint64
 	console, dumpDTB        string
+	rng                     bool
 	logLevel                slog.Level
 }
 
@@ -34,6 +35,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fs.Uint64Var(&f.memory, "memory", 256, "guest RAM in `MiB`")
 	fs.StringVar(&f.console, "console", "stdio", "where the guest console goes: stdio, or file:`PATH`")
+	fs.BoolVar(&f.rng, "rng", false, "give the guest a virtio-rng device (its /dev/hwrng), fed from the host's CSPRNG")
 	fs.StringVar(&f.dumpDTB, "dump-dtb", "", "write the device tree squibd would boot with to `PATH` and exit")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelWarn, "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -59,7 +61,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
 	log.Info("squibd starting", "pid", os.Getpid())
 
-	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory}
+	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng}
 	release, err := cfg.OpenFiles("--kernel", f.kernel, "--initrd", f.initrd)
 	if err != nil {
 		return 0, err

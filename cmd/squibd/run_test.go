@@ -137,6 +137,21 @@ func TestDumpDTB(t *testing.T) {
 	if reg, _ := root.Find("/memory@40000000").U64("reg"); len(reg) != 2 || reg[1] != 512<<20 {
 		t.Errorf("memory reg %#x", reg)
 	}
+	if root.Find("/virtio_mmio@a000000") != nil {
+		t.Error("a virtio-mmio node without --rng")
+	}
+	if status, stderr := runSquibd(t, "run", "--kernel", kernel, "--rng", "--dump-dtb", out); status != 0 {
+		t.Fatalf("--rng: status %d: %s", status, stderr)
+	}
+	if blob, err = os.ReadFile(out); err == nil {
+		root, _, err = fdt.Parse(blob)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := root.Find("/virtio_mmio@a000000").Strings("compatible"); len(c) != 1 || c[0] != "virtio,mmio" {
+		t.Errorf("--rng: the virtio-mmio node's compatible is %q", c)
+	}
 	// A dump that fails after writing (its path is a directory, so the final
 	// rename fails) leaves no temporary file behind.
 	dir := t.TempDir()

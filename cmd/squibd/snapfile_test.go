@@ -151,7 +151,7 @@ func TestSnapshotDescribe(t *testing.T) {
 	if status != exitOK || stderr != "" {
 		t.Fatalf("describe: status %d, stderr %q", status, stderr)
 	}
-	for _, want := range []string{"snapshot " + id + ": Full, format 1.1", "RAM         1.0 MiB at 0x40000000",
+	for _, want := range []string{"snapshot " + id + ": Full, format 1.2", "RAM         1.0 MiB at 0x40000000",
 		"config      2 vCPUs, 1 MiB", "  1   MPIDR 0x80000001  On "} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("describe lacks %q:\n%s", want, stdout)

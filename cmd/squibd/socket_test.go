@@ -305,6 +305,9 @@ func TestConfigFile(t *testing.T) {
 		{"drives", `{` + boot + `, "drives": [{"drive_id": "rootfs"}]}`, "drives: squibd does not support this device yet"},
 		{"vsock", `{` + boot + `, "vsock": {"guest_cid": 3}}`, "vsock: squibd does not support this device yet"},
 		{"unknown key", `{` + boot + `, "serial": {}}`, `json: unknown field "serial"`},
+		{"entropy unknown key", `{` + boot + `, "entropy": {"rate": 1}}`, `json: unknown field "rate"`},
+		{"entropy rate limited", `{` + boot + `, "entropy": {"rate_limiter": {"ops": {"size": 1, "refill_time": 10}}}}`,
+			"squibd does not rate-limit the entropy device"},
 		{"no boot source", `{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}`, "missing field `boot-source`"},
 		{"bad machine", `{` + boot + `, "machine-config": {"vcpu_count": 0, "mem_size_mib": 128}}`, "vcpu_count 0"},
 		{"not JSON", `boot-source: x`, "invalid character"},
@@ -317,7 +320,7 @@ func TestConfigFile(t *testing.T) {
 	}
 	if noHypervisor() {
 		cases = append(cases, struct{ name, config, stderr string }{"no hypervisor",
-			`{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "drives": [], "vsock": null}`,
+			`{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "drives": [], "vsock": null, "entropy": {}}`,
 			"Start microvm error: no usable hypervisor"})
 	}
 	for _, c := range cases {

@@ -471,6 +471,7 @@ func lifecycle([]string) error {
 		{"PATCH", "/machine-config", `{"vcpu_count": 1}`, after},
 		{"PUT", "/logger", `{"level": "Debug"}`, after},
 		{"PUT", "/metrics", `{"metrics_path": "/tmp/other.metrics"}`, after},
+		{"PUT", "/entropy", `{}`, after},
 		{"PUT", "/snapshot/load", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`, after},
 		{"PUT", "/snapshot/create", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`,
 			"Create snapshot error: the microVM must be paused (PATCH /vm Paused) first"},

@@ -7,13 +7,14 @@
 bg=
 trap 'kill $bg 2>/dev/null' EXIT
 
-# vmconfig FILE VCPUS [TRACK_DIRTY] [MEM_MIB]: a --config-file booting the
-# guest's snapshot workload.
+# vmconfig FILE VCPUS [TRACK_DIRTY] [MEM_MIB] [SECTIONS]: a --config-file
+# booting the guest's snapshot workload; SECTIONS are more of its
+# top-level JSON, e.g. '"entropy": {}'.
 vmconfig() {
 	printf '{"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
   "boot_args": "console=ttyAMA0 earlycon panic=-1 squib.test=workload"},
- "machine-config": {"vcpu_count": %d, "mem_size_mib": %d, "track_dirty_pages": %s}}\n' \
-		"$2" "${4:-128}" "${3:-false}" >"$1"
+ "machine-config": {"vcpu_count": %d, "mem_size_mib": %d, "track_dirty_pages": %s}%s}\n' \
+		"$2" "${4:-128}" "${3:-false}" "${5:+, $5}" >"$1"
 }
 
 # waitfor PATTERN FILE [SECONDS]: wait (default 120 s) until a line of FILE

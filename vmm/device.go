@@ -1,0 +1,139 @@
+package vmm
+
+import (
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/squibvm/squib/devices/pl011"
+	"github.com/squibvm/squib/devices/pl031"
+	"github.com/squibvm/squib/gic"
+	"github.com/squibvm/squib/snapshot"
+	"github.com/squibvm/squib/virtio"
+)
+
+// Device is one device of the board as the Machine manages it: on the MMIO
+// bus, stopped and started with the vCPUs, saved into and restored from
+// snapshots, and closed when the machine ends.
+//
+// Order: Pause stops the vCPUs, then quiesces every device; Resume (and
+// Start) unquiesces them, then runs the vCPUs. Snapshot saves the devices
+// after the vCPUs and the interrupt controller; Restore restores them
+// after the interrupt controller, since a device drives its interrupt line
+// to its saved level. Close comes after the last vCPU is gone and before
+// the VM and guest RAM are released.
+type Device interface {
+	Name() string                // the key of its state in snapshot.Machine.Devices
+	Window() (base, size uint64) // its MMIO window
+	// Read and Write are a guest's access to the window, on a vCPU's
+	// thread; offsets are from the window's base.
+	Read(off uint64, size int) uint64
+	Write(off uint64, size int, v uint64)
+	// Quiesce returns once the device does no more work of its own (a
+	// virtio device's goroutine stops between two requests); Unquiesce
+	// lets it work again. Both may be called more than once.
+	Quiesce()
+	Unquiesce()
+	// Save returns the device's state, encoded with snapshot.Marshal;
+	// the device is quiesced. Restore sets it from a saved state, checked
+	// as hostile input, before the machine starts.
+	Save() (cbor.RawMessage, error)
+	Restore(cbor.RawMessage) error
+	Close()
+}
+
+// addDevice puts d on the bus and into the machine's devices.
+func (m *Machine) addDevice(d Device) {
+	base, size := d.Window()
+	m.bus.add(base, size, d.Name(), d)
+	m.devices = append(m.devices, d)
+}
+
+// closeDevices closes every device: after the vCPUs are gone, before the
+// VM and RAM (a virtio device's goroutine uses both until it is closed).
+func (m *Machine) closeDevices() {
+	for _, d := range m.devices {
+		d.Close()
+	}
+}
+
+// uart is the PL011 as a Device. Quiescing flushes its output, so that
+// all of a paused guest's console output is out.
+type uart struct{ *pl011.UART }
+
+func (uart) Name() string                { return "pl011" }
+func (uart) Window() (base, size uint64) { return UARTBase, pl011.Size }
+func (u uart) Quiesce()                  { u.Flush() }
+func (uart) Unquiesce()                  {}
+
+func (u uart) Save() (cbor.RawMessage, error) { return snapshot.Marshal(u.UART.Save()) }
+
+func (u uart) Restore(b cbor.RawMessage) error {
+	var s pl011.State
+	if err := snapshot.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	u.UART.Restore(s)
+	return nil
+}
+
+// rtc is the PL031 as a Device; it does no work of its own.
+type rtc struct{ *pl031.RTC }
+
+func (rtc) Name() string                { return "pl031" }
+func (rtc) Window() (base, size uint64) { return RTCBase, pl031.Size }
+func (rtc) Quiesce()                    {}
+func (rtc) Unquiesce()                  {}
+func (rtc) Close()                      {}
+
+func (r rtc) Save() (cbor.RawMessage, error) { return snapshot.Marshal(r.RTC.Save()) }
+
+func (r rtc) Restore(b cbor.RawMessage) error {
+	var s pl031.State
+	if err := snapshot.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	r.RTC.Restore(s)
+	return nil
+}
+
+// virtioDevice is a virtio-mmio device: its transport, at the window and
+// SPI the board gave it.
+type virtioDevice struct {
+	*virtio.Transport
+	name string
+	base uint64
+	spi  gic.SPI
+}
+
+// virtioState is a virtio-mmio device's state in a snapshot: where the
+// board put it, which the restoring board must match (the guest's device
+// tree and driver know it there), and its transport's state. A device type
+// with state of its own adds it here.
+type virtioState struct {
+	Base      uint64       `cbor:"1,keyasint"`
+	SPI       uint32       `cbor:"2,keyasint"`
+	Transport virtio.State `cbor:"3,keyasint"`
+}
+
+func (d *virtioDevice) Name() string                { return d.name }
+func (d *virtioDevice) Window() (base, size uint64) { return d.base, virtio.Size }
+
+func (d *virtioDevice) Save() (cbor.RawMessage, error) {
+	t, err := d.Transport.Save()
+	if err != nil {
+		return nil, err
+	}
+	return snapshot.Marshal(virtioState{Base: d.base, SPI: uint32(d.spi), Transport: t})
+}
+
+func (d *virtioDevice) Restore(b cbor.RawMessage) error {
+	var s virtioState
+	if err := snapshot.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	if s.Base != d.base || s.SPI != uint32(d.spi) {
+		return fmt.Errorf("saved at %#x with SPI %d, but squib's board puts it at %#x with SPI %d", s.Base, s.SPI, d.base, uint32(d.spi))
+	}
+	return d.Transport.Restore(s.Transport)
+}
