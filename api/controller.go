@@ -42,7 +42,8 @@ type Controller struct {
 	metrics *metrics
 	done    chan struct{} // closed when a started microVM has ended
 
-	mu       sync.Mutex
+	mu       sync.Mutex // let go with unlock
+	view     atomic.Pointer[view]
 	format   logFormat
 	machine  machineConfig
 	boot     *BootSource // nil until PUT /boot-source
@@ -70,6 +71,8 @@ func NewController(opts Options) *Controller {
 		machine: defaultMachine,
 	}
 	c.log.Store(c.format.logger())
+	c.mu.Lock()
+	c.unlock()
 	return c
 }
 
@@ -104,7 +107,7 @@ func (c *Controller) Stop() {
 // metrics and log files. Call it last.
 func (c *Controller) Close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		c.writeMetrics()
 	}
@@ -115,9 +118,24 @@ func (c *Controller) Close() {
 }
 
 // info answers GET /.
-func (c *Controller) info() InstanceInfo {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Controller) info() InstanceInfo { return c.view.Load().info }
+
+func (c *Controller) machineConfig() MachineConfig { return c.view.Load().machine }
+
+// fullConfig answers GET /vm/config.
+func (c *Controller) fullConfig() FullConfig { return c.view.Load().full }
+
+// A view is what the GET requests answer, published whenever c.mu is let
+// go, so that they never wait for a request that holds it (a snapshot
+// written to a slow disk, a machine being built).
+type view struct {
+	info    InstanceInfo
+	machine MachineConfig
+	full    FullConfig
+}
+
+// unlock publishes the view and lets c.mu go.
+func (c *Controller) unlock() {
 	state := StateNotStarted
 	switch {
 	case c.m != nil && c.paused:
@@ -125,13 +143,19 @@ func (c *Controller) info() InstanceInfo {
 	case c.m != nil:
 		state = StateRunning
 	}
-	return InstanceInfo{ID: c.opts.ID, State: state, VMMVersion: c.opts.Version, AppName: "squibd"}
-}
-
-func (c *Controller) machineConfig() MachineConfig {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.machine.wire()
+	boot := BootSource{KernelImagePath: new(string)}
+	if c.boot != nil {
+		boot = *c.boot
+	}
+	mc := c.machine.wire()
+	none := []json.RawMessage{}
+	c.view.Store(&view{
+		info:    InstanceInfo{ID: c.opts.ID, State: state, VMMVersion: c.opts.Version, AppName: "squibd"},
+		machine: mc,
+		full: FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg, Entropy: c.entropy,
+			Drives: none, NetworkInterfaces: none, Pmem: none},
+	})
+	c.mu.Unlock()
 }
 
 // putMachineConfig sets the machine configuration; optional fields that
@@ -154,7 +178,7 @@ func (c *Controller) setMachineConfig(u MachineConfig, put bool) error {
 		return errEmptyPatch
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		return errAfterStart
 	}
@@ -177,7 +201,7 @@ func (c *Controller) setMachineConfig(u MachineConfig, put bool) error {
 // beforeStart returns errAfterStart once the microVM has started.
 func (c *Controller) beforeStart() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		return errAfterStart
 	}
@@ -200,7 +224,7 @@ func (c *Controller) setBootSource(b BootSource) error {
 		}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		return errAfterStart
 	}
@@ -216,7 +240,7 @@ func (c *Controller) setEntropy(e Entropy) error {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		return errAfterStart
 	}
@@ -236,7 +260,7 @@ func (c *Controller) setLogger(l Logger) error {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		if file != nil {
 			file.Close()
@@ -263,23 +287,9 @@ func (c *Controller) setMetrics(m Metrics) error {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	c.metCfg = &m // a microVM that started meanwhile writes them too
 	return nil
-}
-
-// fullConfig answers GET /vm/config.
-func (c *Controller) fullConfig() FullConfig {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	boot := BootSource{KernelImagePath: new(string)}
-	if c.boot != nil {
-		boot = *c.boot
-	}
-	mc := c.machine.wire()
-	none := []json.RawMessage{}
-	return FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg, Entropy: c.entropy,
-		Drives: none, NetworkInterfaces: none, Pmem: none}
 }
 
 func (c *Controller) version() Version { return Version{FirecrackerVersion: c.opts.Version} }
@@ -294,7 +304,7 @@ func (c *Controller) action(a Action) error {
 		return c.Start()
 	case ActionFlushMetrics:
 		c.mu.Lock()
-		defer c.mu.Unlock()
+		defer c.unlock()
 		if c.m == nil {
 			return errBeforeStart
 		}
@@ -317,7 +327,7 @@ func (c *Controller) setState(v VM) error {
 		return bodyError("unknown variant `%s`, expected `Paused` or `Resumed`", state)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m == nil {
 		return errBeforeStart
 	}
@@ -349,7 +359,7 @@ func (c *Controller) snapshotCreate(s SnapshotCreate) error {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	switch {
 	case c.m == nil:
 		return errBeforeStart
@@ -400,7 +410,7 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	// that reading them stalls no other request.
 	err := snapshot.Check(files)
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if perr := c.loadAllowedLocked(); perr != nil { // another request came first
 		return perr
 	}
@@ -435,7 +445,7 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 // loadAllowed refuses a snapshot load after a start or a boot resource.
 func (c *Controller) loadAllowed() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	return c.loadAllowedLocked()
 }
 

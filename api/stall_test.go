@@ -352,3 +352,28 @@ func TestSinkCutLine(t *testing.T) {
 		t.Fatalf("a line once the pipe was read: %d, %v", n, err)
 	}
 }
+
+// TestGetsNeverWait: while a request holds the controller (as a snapshot
+// written to a slow disk does), GET /, GET /machine-config and GET
+// /vm/config still answer, with what the last finished request left.
+func TestGetsNeverWait(t *testing.T) {
+	ctl := newController(t)
+	c := serve(t, ctl)
+	if err := within(c, "PUT", "/machine-config", map[string]any{"vcpu_count": 2, "mem_size_mib": 256}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctl.mu.Lock() // a long request
+	defer ctl.mu.Unlock()
+	var info InstanceInfo
+	if err := within(c, "GET", "/", nil, &info); err != nil || info.State != StateNotStarted {
+		t.Errorf("GET / = %+v, %v", info, err)
+	}
+	var mc MachineConfig
+	if err := within(c, "GET", "/machine-config", nil, &mc); err != nil || mc.VCPUCount == nil || *mc.VCPUCount != 2 {
+		t.Errorf("GET /machine-config = %+v, %v", mc, err)
+	}
+	var full FullConfig
+	if err := within(c, "GET", "/vm/config", nil, &full); err != nil || full.MachineConfig == nil || *full.MachineConfig.MemSizeMiB != 256 {
+		t.Errorf("GET /vm/config = %+v, %v", full, err)
+	}
+}

@@ -15,7 +15,7 @@ import (
 // logged; the configuration can then be fixed and Start tried again.
 func (c *Controller) Start() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.m != nil {
 		return errAfterStart
 	}
