@@ -55,7 +55,7 @@ func TestL1Boots(t *testing.T) {
 				t.Errorf("rerun: want a logged first run and a second run in another L1; log:\n%s\nsecond run's boot ID: %q", logged, second)
 			}
 			noted, err := os.ReadFile(reruns)
-			if want := t.Name() + ": rerun exited 5, not 0; its last line: " + first[1] + "\n"; first != nil && string(noted) != want {
+			if want := t.Name() + ": rerun exited 5, not 0; its last line: " + first[1] + "\n    " + first[1] + "\n"; first != nil && string(noted) != want {
 				t.Errorf("$SQUIB_LAB_RERUN_LOG holds %q (%v), want %q", noted, err, want)
 			}
 		})

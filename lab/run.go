@@ -128,7 +128,8 @@ func Run(t testing.TB, opts Options) []Result {
 			how = "did not finish"
 		}
 		t.Logf("lab: %s %s; its output ends:\n%s", c.Name, how, tail(r.Output))
-		noteRerun(t, fmt.Sprintf("%s: %s %s; its last line: %s", t.Name(), c.Name, how, lastLine(r.Output)))
+		noteRerun(t, fmt.Sprintf("%s: %s %s; its last line: %s\n%s", t.Name(), c.Name, how, lastLine(r.Output),
+			indent(tail(r.Output))))
 		again = true
 	}
 	if again {
@@ -139,17 +140,18 @@ func Run(t testing.TB, opts Options) []Result {
 	return results
 }
 
-// noteRerun appends line to the file $SQUIB_LAB_RERUN_LOG names, if any:
-// test.sh prints it after the tests, since go test shows the logs of
-// passing tests only with -v.
-func noteRerun(t testing.TB, line string) {
+// noteRerun appends note (a line, then the output's tail, indented) to the
+// file $SQUIB_LAB_RERUN_LOG names, if any: test.sh prints it after the
+// tests, since go test shows the logs of passing tests only with -v, and
+// the first run's output is all there is to tell why it failed.
+func noteRerun(t testing.TB, note string) {
 	name := os.Getenv("SQUIB_LAB_RERUN_LOG")
 	if name == "" {
 		return
 	}
 	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err == nil {
-		_, err = fmt.Fprintln(f, line)
+		_, err = fmt.Fprintln(f, note)
 		err = errors.Join(err, f.Close())
 	}
 	if err != nil {
@@ -413,6 +415,9 @@ func parse(console string, cmds []Command, page PageSize, cutOff bool) ([]Result
 	}
 	return results, nil
 }
+
+// indent prefixes every line of s with four spaces.
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
 
 // tail returns the last lines of the console, for failure messages.
 func tail(console string) string {
