@@ -1,11 +1,14 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +51,7 @@ type Controller struct {
 	machine  machineConfig
 	boot     *BootSource // nil until PUT /boot-source
 	entropy  *Entropy    // nil until PUT /entropy: no virtio-rng device
+	drives   []Drive     // PUT /drives, in order, checked, with defaults filled in
 	logCfg   *Logger     // the last PUT /logger, for GET /vm/config
 	metCfg   *Metrics
 	bootPath bool // a boot resource was configured: no snapshot load
@@ -153,7 +157,7 @@ func (c *Controller) unlock() {
 		info:    InstanceInfo{ID: c.opts.ID, State: state, VMMVersion: c.opts.Version, AppName: "squibd"},
 		machine: mc,
 		full: FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg, Entropy: c.entropy,
-			Drives: none, NetworkInterfaces: none, Pmem: none},
+			Drives: append([]Drive{}, c.drives...), NetworkInterfaces: none, Pmem: none},
 	})
 	c.mu.Unlock()
 }
@@ -247,6 +251,49 @@ func (c *Controller) setEntropy(e Entropy) error {
 	c.entropy, c.bootPath = &Entropy{}, true // a rate limiter that does not limit is none
 	return nil
 }
+
+// setDrive adds a drive, or replaces the one with its id (PUT
+// /drives/{id}), before the start as on Firecracker; there may be one root
+// device. The file is checked (it exists, a regular file or a block
+// device) before c.mu is taken, and opened when the microVM starts.
+func (c *Controller) setDrive(id string, d Drive) error {
+	if err := d.check(id); err != nil {
+		return err
+	}
+	if err := c.beforeStart(); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(*d.PathOnHost); err != nil {
+		return fmt.Errorf("Drive config error: Unable to open the block device backing file: %w", err)
+	} else if !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0 {
+		return fmt.Errorf("Drive config error: %s is neither a regular file nor a block device", *d.PathOnHost)
+	}
+	d.IsReadOnly = cmp.Or(d.IsReadOnly, new(bool))
+	d.CacheType = cmp.Or(d.CacheType, ptr("Unsafe"))
+	d.IOEngine = cmp.Or(d.IOEngine, ptr("Sync"))
+	d.RateLimiter = nil // one that does not limit is none
+	c.mu.Lock()
+	defer c.unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	i := slices.IndexFunc(c.drives, func(o Drive) bool { return *o.DriveID == id })
+	if *d.IsRootDevice && slices.ContainsFunc(c.drives, func(o Drive) bool { return *o.IsRootDevice && *o.DriveID != id }) {
+		return errors.New("Drive config error: A root block device already exists!")
+	}
+	if i < 0 {
+		c.drives = append(c.drives, d)
+	} else {
+		c.drives[i] = d
+	}
+	if *d.IOEngine == "Async" {
+		c.Log().Info("drive io_engine Async: squibd serves it with its one engine, synchronous reads and writes on the drive's goroutine", "drive", id)
+	}
+	c.bootPath = true
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func (c *Controller) setLogger(l Logger) error {
 	if err := c.beforeStart(); err != nil {
@@ -429,8 +476,11 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	// GET /machine-config now describes the restored microVM, as on Firecracker.
 	rc := c.m.Config()
 	c.machine = machineConfig{vcpus: rc.VCPUs, memMiB: rc.MemoryMiB, trackDirty: rc.TrackDirtyPages}
-	if rc.RNG { // and GET /vm/config its entropy device
+	if rc.RNG { // and GET /vm/config its entropy device and drives
 		c.entropy = &Entropy{}
+	}
+	for _, d := range rc.Drives {
+		c.drives = append(c.drives, wireDrive(d))
 	}
 	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
 	c.Log().Info("snapshot loaded", "state", files.State, "memory", files.Memory, "took", time.Since(t))

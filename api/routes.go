@@ -3,17 +3,19 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/squibvm/squib/psci"
 )
 
 // route is one endpoint: a ServeMux pattern, the resource's name in
 // Firecracker's metrics, and the function that turns a body into a
-// Controller call. handle returns the GET response, or nil for 204.
+// Controller call. handle is given the path's {id} ("" if it has none)
+// and returns the GET response, or nil for 204.
 type route struct {
 	pattern string
 	metric  string
-	handle  func(c *Controller, body []byte) (any, error)
+	handle  func(c *Controller, id string, body []byte) (any, error)
 }
 
 // routes is the API. A device adds its endpoints here, replacing the
@@ -35,8 +37,8 @@ var routes = []route{
 	{"PUT /snapshot/load", "snapshot_load", withBody(true, (*Controller).snapshotLoad)},
 	{"PUT /entropy", "entropy", withBody(true, (*Controller).setEntropy)},
 
-	{"PUT /drives/{id}", "drive", notYet("block devices")},
-	{"PATCH /drives/{id}", "drive", notYet("block devices")},
+	{"PUT /drives/{id}", "drive", withID(true, (*Controller).setDrive)},
+	{"PATCH /drives/{id}", "drive", notYet("changing a drive")},
 	{"PUT /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PATCH /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PUT /vsock", "vsock", notYet("vsock")},
@@ -47,24 +49,30 @@ var routes = []route{
 }
 
 // get adapts a GET answer to a route.
-func get[T any](answer func(*Controller) T) func(*Controller, []byte) (any, error) {
-	return func(c *Controller, _ []byte) (any, error) { return answer(c), nil }
+func get[T any](answer func(*Controller) T) func(*Controller, string, []byte) (any, error) {
+	return func(c *Controller, _ string, _ []byte) (any, error) { return answer(c), nil }
 }
 
 // withBody adapts a request with a JSON body of type T to a route; strict
 // refuses unknown fields.
-func withBody[T any](strict bool, do func(*Controller, T) error) func(*Controller, []byte) (any, error) {
-	return func(c *Controller, body []byte) (any, error) {
+func withBody[T any](strict bool, do func(*Controller, T) error) func(*Controller, string, []byte) (any, error) {
+	return withID(strict, func(c *Controller, _ string, v T) error { return do(c, v) })
+}
+
+// withID is withBody for a request whose path names a resource: do is
+// given the path's id too.
+func withID[T any](strict bool, do func(*Controller, string, T) error) func(*Controller, string, []byte) (any, error) {
+	return func(c *Controller, id string, body []byte) (any, error) {
 		var v T
 		if err := decode(body, &v, strict); err != nil {
 			return nil, err
 		}
-		return nil, do(c, v)
+		return nil, do(c, id, v)
 	}
 }
 
-func notYet(what string) func(*Controller, []byte) (any, error) {
-	return func(*Controller, []byte) (any, error) {
+func notYet(what string) func(*Controller, string, []byte) (any, error) {
+	return func(*Controller, string, []byte) (any, error) {
 		return nil, fmt.Errorf("squibd does not support %s yet", what)
 	}
 }
@@ -72,10 +80,16 @@ func notYet(what string) func(*Controller, []byte) (any, error) {
 // check validates an entropy body as Firecracker parses it, and refuses a
 // rate limiter that would limit.
 func (e Entropy) check() error {
-	if e.RateLimiter == nil {
+	return e.RateLimiter.check("Entropy device error", "the entropy device")
+}
+
+// check validates a rate limiter as Firecracker parses it, and refuses one
+// that would limit, with the error's prefix and the device's name.
+func (r *RateLimiter) check(prefix, device string) error {
+	if r == nil {
 		return nil
 	}
-	for _, b := range []*TokenBucket{e.RateLimiter.Bandwidth, e.RateLimiter.Ops} {
+	for _, b := range []*TokenBucket{r.Bandwidth, r.Ops} {
 		if b == nil {
 			continue
 		}
@@ -83,11 +97,50 @@ func (e Entropy) check() error {
 			return err
 		}
 		if *b.Size != 0 && *b.RefillTime != 0 {
-			return errors.New("Entropy device error: squibd does not rate-limit the entropy device: " +
-				"leave rate_limiter out (or give it no bucket of non-zero size and refill_time)")
+			return fmt.Errorf("%s: squibd does not rate-limit %s: "+
+				"leave rate_limiter out (or give it no bucket of non-zero size and refill_time)", prefix, device)
 		}
 	}
 	return nil
+}
+
+// driveID is Firecracker's rule for resource ids: 1 to 64 ASCII letters,
+// digits and underscores.
+func driveID(id string) error {
+	if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(r rune) bool {
+		return !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) {
+		return fmt.Errorf("Drive config error: invalid drive id %q: 1 to 64 ASCII letters, digits and underscores", id)
+	}
+	return nil
+}
+
+// check validates a drive body for the drive the path names, as
+// Firecracker parses it, and refuses what squibd does not serve
+// (vhost-user drives, a rate limiter that would limit).
+func (d Drive) check(id string) error {
+	if err := required(field{"drive_id", d.DriveID != nil}, field{"is_root_device", d.IsRootDevice != nil}); err != nil {
+		return err
+	}
+	if *d.DriveID != id {
+		return errors.New("The id from the path does not match the id from the body!")
+	}
+	if err := driveID(id); err != nil {
+		return err
+	}
+	if d.Socket != nil {
+		return errors.New("Drive config error: squibd does not support vhost-user drives (socket)")
+	}
+	if d.PathOnHost == nil {
+		return errors.New("Drive config error: path_on_host is required")
+	}
+	if t := d.CacheType; t != nil && *t != "Unsafe" && *t != "Writeback" {
+		return bodyError("unknown variant `%s`, expected `Unsafe` or `Writeback`", *t)
+	}
+	if e := d.IOEngine; e != nil && *e != "Sync" && *e != "Async" {
+		return bodyError("unknown variant `%s`, expected `Sync` or `Async`", *e)
+	}
+	return d.RateLimiter.check("Drive config error", "drives")
 }
 
 // check validates a snapshot create body as Firecracker parses it.

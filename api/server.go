@@ -82,7 +82,7 @@ func (s *Server) handler(rt route) http.Handler {
 		body, err := readBody(w, r, method)
 		var out any
 		if err == nil {
-			out, err = rt.handle(s.ctl, body)
+			out, err = rt.handle(s.ctl, r.PathValue("id"), body)
 		}
 		s.ctl.metrics.request(method, rt.metric, err == nil, time.Since(start))
 		switch {

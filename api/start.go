@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/vmm"
 )
@@ -40,6 +41,9 @@ func (c *Controller) Start() error {
 func (c *Controller) build() (*vmm.Machine, error) {
 	cfg := vmm.Config{Cmdline: vmm.DefaultCmdline, VCPUs: c.machine.vcpus, MemoryMiB: c.machine.memMiB,
 		TrackDirtyPages: c.machine.trackDirty, RNG: c.entropy != nil}
+	for _, d := range c.drives {
+		cfg.Drives = append(cfg.Drives, d.config())
+	}
 	if c.boot.BootArgs != nil {
 		cfg.Cmdline = *c.boot.BootArgs
 	}
@@ -119,6 +123,14 @@ func (c *Controller) Configure(cfg FullConfig) error {
 			return err
 		}
 	}
+	for _, d := range cfg.Drives {
+		if d.DriveID == nil {
+			return bodyError("missing field `drive_id`")
+		}
+		if err := c.setDrive(*d.DriveID, d); err != nil {
+			return err
+		}
+	}
 	if cfg.BootSource == nil {
 		return bodyError("missing field `boot-source`")
 	}
@@ -131,7 +143,7 @@ func (c *Controller) Configure(cfg FullConfig) error {
 // unsupported refuses a configuration that asks for devices squib does
 // not have yet.
 func unsupported(cfg FullConfig) error {
-	lists := map[string][]json.RawMessage{"drives": cfg.Drives, "network-interfaces": cfg.NetworkInterfaces, "pmem": cfg.Pmem}
+	lists := map[string][]json.RawMessage{"network-interfaces": cfg.NetworkInterfaces, "pmem": cfg.Pmem}
 	for name, l := range lists {
 		if len(l) > 0 {
 			return fmt.Errorf("%s: squibd does not support this device yet", name)
@@ -165,4 +177,27 @@ func ParseConfig(b []byte) (FullConfig, error) {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// config is the vmm's drive for a checked drive.
+func (d Drive) config() blk.Config {
+	c := blk.Config{ID: *d.DriveID, Path: *d.PathOnHost, ReadOnly: *d.IsReadOnly, Root: *d.IsRootDevice}
+	if *d.CacheType == "Writeback" {
+		c.Cache = blk.Writeback
+	}
+	if d.PartUUID != nil {
+		c.PartUUID = *d.PartUUID
+	}
+	return c
+}
+
+// wireDrive is a restored machine's drive as GET /vm/config shows it (its
+// io_engine is not in snapshots: Sync, the one engine squibd has).
+func wireDrive(c blk.Config) Drive {
+	d := Drive{DriveID: &c.ID, PathOnHost: &c.Path, IsRootDevice: &c.Root, IsReadOnly: &c.ReadOnly,
+		CacheType: ptr(c.Cache.String()), IOEngine: ptr("Sync")}
+	if c.PartUUID != "" {
+		d.PartUUID = &c.PartUUID
+	}
+	return d
 }

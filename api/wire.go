@@ -137,16 +137,35 @@ type TokenBucket struct {
 	RefillTime   *uint64 `json:"refill_time"` // milliseconds
 }
 
+// Drive is the body of PUT /drives/{drive_id}: drive_id (the path's),
+// is_root_device and path_on_host are required. cache_type is Unsafe (the
+// default: FLUSH is not offered) or Writeback (FLUSH is an fdatasync);
+// io_engine Sync (the default) or Async, which squibd serves with the same
+// engine. partuuid names the root device on the command line
+// (root=PARTUUID=...). A vhost-user socket is refused, and a rate limiter
+// is accepted only as one that does not limit.
+type Drive struct {
+	DriveID      *string      `json:"drive_id"`
+	PathOnHost   *string      `json:"path_on_host,omitempty"`
+	IsRootDevice *bool        `json:"is_root_device"`
+	IsReadOnly   *bool        `json:"is_read_only,omitempty"`
+	PartUUID     *string      `json:"partuuid,omitempty"`
+	CacheType    *string      `json:"cache_type,omitempty"`
+	IOEngine     *string      `json:"io_engine,omitempty"`
+	RateLimiter  *RateLimiter `json:"rate_limiter,omitempty"`
+	Socket       *string      `json:"socket,omitempty"`
+}
+
 // FullConfig is the body of GET /vm/config and the schema of --config-file.
-// The device sections but entropy are placeholders until squib has the
-// devices: in a config file they must be empty or null.
+// The device sections but drives and entropy are placeholders until squib
+// has the devices: in a config file they must be empty or null.
 type FullConfig struct {
 	BootSource    *BootSource    `json:"boot-source"`
 	MachineConfig *MachineConfig `json:"machine-config"`
 	Logger        *Logger        `json:"logger"`
 	Metrics       *Metrics       `json:"metrics"`
 
-	Drives            []json.RawMessage `json:"drives"`
+	Drives            []Drive           `json:"drives"`
 	NetworkInterfaces []json.RawMessage `json:"network-interfaces"`
 	Pmem              []json.RawMessage `json:"pmem"`
 	Vsock             json.RawMessage   `json:"vsock"`

@@ -1,10 +1,15 @@
 package vmm
 
 import (
+	"cmp"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/devices/pl011"
 	"github.com/squibvm/squib/devices/pl031"
 	"github.com/squibvm/squib/gic"
@@ -97,10 +102,11 @@ func (r rtc) Restore(b cbor.RawMessage) error {
 	return nil
 }
 
-// virtioDevice is a virtio-mmio device: its transport, at the window and
-// SPI the board gave it.
+// virtioDevice is a virtio-mmio device: its transport over its device
+// type, at the window and SPI the board gave it.
 type virtioDevice struct {
 	*virtio.Transport
+	dev  virtio.Device
 	name string
 	base uint64
 	spi  gic.SPI
@@ -108,12 +114,22 @@ type virtioDevice struct {
 
 // virtioState is a virtio-mmio device's state in a snapshot: where the
 // board put it, which the restoring board must match (the guest's device
-// tree and driver know it there), and its transport's state. A device type
-// with state of its own adds it here.
+// tree and driver know it there), its transport's state, and the state of
+// its device type if it has one of its own (see ownState).
 type virtioState struct {
-	Base      uint64       `cbor:"1,keyasint"`
-	SPI       uint32       `cbor:"2,keyasint"`
-	Transport virtio.State `cbor:"3,keyasint"`
+	Base      uint64          `cbor:"1,keyasint"`
+	SPI       uint32          `cbor:"2,keyasint"`
+	Transport virtio.State    `cbor:"3,keyasint"`
+	Device    cbor.RawMessage `cbor:"4,keyasint,omitempty"`
+}
+
+// ownState is a device type with state of its own in its snapshot entry.
+type ownState interface {
+	// saveState is called quiesced, after the transport is saved.
+	saveState() (cbor.RawMessage, error)
+	// restoreState checks a saved state against the device, before the
+	// transport is restored.
+	restoreState(cbor.RawMessage) error
 }
 
 func (d *virtioDevice) Name() string                { return d.name }
@@ -124,7 +140,13 @@ func (d *virtioDevice) Save() (cbor.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return snapshot.Marshal(virtioState{Base: d.base, SPI: uint32(d.spi), Transport: t})
+	s := virtioState{Base: d.base, SPI: uint32(d.spi), Transport: t}
+	if o, ok := d.dev.(ownState); ok {
+		if s.Device, err = o.saveState(); err != nil {
+			return nil, err
+		}
+	}
+	return snapshot.Marshal(s)
 }
 
 func (d *virtioDevice) Restore(b cbor.RawMessage) error {
@@ -135,5 +157,84 @@ func (d *virtioDevice) Restore(b cbor.RawMessage) error {
 	if s.Base != d.base || s.SPI != uint32(d.spi) {
 		return fmt.Errorf("saved at %#x with SPI %d, but squib's board puts it at %#x with SPI %d", s.Base, s.SPI, d.base, uint32(d.spi))
 	}
+	o, ok := d.dev.(ownState)
+	switch {
+	case ok:
+		if err := o.restoreState(s.Device); err != nil {
+			return err
+		}
+	case s.Device != nil:
+		return fmt.Errorf("the snapshot has device state that a %s device does not have", d.name)
+	}
 	return d.Transport.Restore(s.Transport)
+}
+
+// Close stops the transport, then closes the device type's resources (a
+// drive's file).
+func (d *virtioDevice) Close() {
+	d.Transport.Close()
+	closeDevice(d.dev)
+}
+
+func closeDevice(dev virtio.Device) {
+	if c, ok := dev.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// drive is a virtio-blk device, whose own state is its blk.State: a
+// Writeback drive is flushed when saved, and a restore requires the file
+// at the saved size.
+type drive struct{ *blk.Device }
+
+func (d drive) saveState() (cbor.RawMessage, error) {
+	s, err := d.State()
+	if err != nil {
+		return nil, err
+	}
+	return snapshot.Marshal(s)
+}
+
+func (d drive) restoreState(b cbor.RawMessage) error {
+	var s blk.State
+	if err := snapshot.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	if d.Size() != s.Size {
+		return fmt.Errorf("drive %s: %s is %d bytes, but it was %d bytes when the snapshot was taken", s.ID, s.Path, d.Size(), s.Size)
+	}
+	return nil
+}
+
+// savedDrives is the drives of the virtio-blk devices in a snapshot's
+// device states, in the order of their windows: the board's order.
+func savedDrives(devices map[string]cbor.RawMessage) ([]blk.Config, error) {
+	type saved struct {
+		base uint64
+		cfg  blk.Config
+	}
+	var all []saved
+	for name, b := range devices {
+		if !strings.HasPrefix(name, drivePrefix) {
+			continue
+		}
+		var v virtioState
+		var s blk.State
+		if err := snapshot.Unmarshal(b, &v); err != nil {
+			return nil, fmt.Errorf("%s state: %w", name, err)
+		}
+		if err := snapshot.Unmarshal(v.Device, &s); err != nil {
+			return nil, fmt.Errorf("%s state: drive: %w", name, err)
+		}
+		if driveName(s.ID) != name {
+			return nil, fmt.Errorf("%s state: it names drive %q", name, s.ID)
+		}
+		all = append(all, saved{v.Base, s.Config()})
+	}
+	slices.SortFunc(all, func(a, b saved) int { return cmp.Compare(a.base, b.base) })
+	drives := make([]blk.Config, len(all))
+	for i, s := range all {
+		drives[i] = s.cfg
+	}
+	return drives, nil
 }

@@ -149,11 +149,16 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 	m.addDevice(uart{m.uart})
 	m.addDevice(rtc{pl031.New(nil)})
 	for _, s := range plan.virtio {
-		t, err := virtio.New(s.dev(m.ram), m.ram, m.irqLine(s.spi), log)
+		dev, err := s.dev(m.ram)
 		if err != nil {
+			return nil, err
+		}
+		t, err := virtio.New(dev, m.ram, m.irqLine(s.spi), log)
+		if err != nil {
+			closeDevice(dev)
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
-		m.addDevice(&virtioDevice{Transport: t, name: s.name, base: s.base, spi: s.spi})
+		m.addDevice(&virtioDevice{Transport: t, dev: dev, name: s.name, base: s.base, spi: s.spi})
 	}
 
 	// One at a time, in index order: KVM gives the redistributor frames

@@ -7,7 +7,10 @@ package vmm
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
+	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/devices/rng"
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/loader"
@@ -28,6 +31,10 @@ type Config struct {
 	// RNG gives the guest a virtio-rng device (its /dev/hwrng), fed from
 	// the host's CSPRNG.
 	RNG bool
+	// Drives are the guest's virtio-blk drives. Prepare puts the root
+	// drive (at most one) first, so the guest names it vda, and names it
+	// on the command line, as Firecracker does.
+	Drives []blk.Config
 }
 
 // OpenFiles opens the boot files into c: the kernel and, unless initrdPath
@@ -76,11 +83,17 @@ type virtioSlot struct {
 	name string // the device's Name
 	base uint64
 	spi  gic.SPI
-	dev  func(*memory.RAM) virtio.Device
+	dev  func(*memory.RAM) (virtio.Device, error)
 }
 
-// rngName is the entropy device's name, in snapshots too.
-const rngName = "virtio-rng"
+// rngName is the entropy device's name, in snapshots too; a drive's is
+// driveName's prefix and its id.
+const (
+	rngName     = "virtio-rng"
+	drivePrefix = "virtio-blk-"
+)
+
+func driveName(id string) string { return drivePrefix + id }
 
 // Prepare checks cfg and lays out the board. Its errors are meant for users.
 func Prepare(cfg Config) (*Plan, error) {
@@ -92,6 +105,9 @@ func Prepare(cfg Config) (*Plan, error) {
 	}
 	if cfg.MemoryMiB == 0 || cfg.MemoryMiB > MaxRAM>>20 {
 		return nil, fmt.Errorf("--memory %d: must be between 1 and %d MiB", cfg.MemoryMiB, uint64(MaxRAM>>20))
+	}
+	if err := cfg.rootDrive(); err != nil {
+		return nil, err
 	}
 	img, err := loader.ParseImage(cfg.Kernel)
 	if err != nil {
@@ -127,8 +143,14 @@ func (p *Plan) layOut() (err error) {
 	if p.rtcSPI, err = p.GIC.AllocSPI(); err != nil {
 		return err
 	}
+	for _, d := range p.Drives {
+		p.virtio = append(p.virtio, virtioSlot{name: driveName(d.ID), dev: func(ram *memory.RAM) (virtio.Device, error) {
+			dev, err := blk.Open(d, ram)
+			return drive{dev}, err
+		}})
+	}
 	if p.RNG {
-		p.virtio = append(p.virtio, virtioSlot{name: rngName, dev: func(ram *memory.RAM) virtio.Device { return rng.New(ram) }})
+		p.virtio = append(p.virtio, virtioSlot{name: rngName, dev: func(ram *memory.RAM) (virtio.Device, error) { return rng.New(ram), nil }})
 	}
 	for i := range p.virtio {
 		p.virtio[i].base = VirtioBase + uint64(i)*virtio.Size
@@ -136,5 +158,38 @@ func (p *Plan) layOut() (err error) {
 			return err
 		}
 	}
+	return nil
+}
+
+// rootDrive checks the drives' ids, moves the root drive first and adds
+// it to the command line as Firecracker does: root=PARTUUID=... if it has
+// a partuuid, else root=/dev/vda; then ro or rw.
+func (c *Config) rootDrive() error {
+	root := -1
+	for i, d := range c.Drives {
+		if d.ID == "" || slices.ContainsFunc(c.Drives[:i], func(o blk.Config) bool { return o.ID == d.ID }) {
+			return fmt.Errorf("drive %q: drive ids must be given and unique", d.ID)
+		}
+		if d.Root {
+			if root >= 0 {
+				return fmt.Errorf("drive %s: drive %s is already the root device; there can be only one", d.ID, c.Drives[root].ID)
+			}
+			root = i
+		}
+	}
+	if root < 0 {
+		return nil
+	}
+	r := c.Drives[root]
+	c.Drives = slices.Concat([]blk.Config{r}, c.Drives[:root], c.Drives[root+1:])
+	arg := "root=/dev/vda"
+	if r.PartUUID != "" {
+		arg = "root=PARTUUID=" + r.PartUUID
+	}
+	mode := "rw"
+	if r.ReadOnly {
+		mode = "ro"
+	}
+	c.Cmdline = strings.TrimSpace(strings.Join([]string{c.Cmdline, arg, mode}, " "))
 	return nil
 }

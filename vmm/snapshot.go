@@ -205,7 +205,11 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 	}
 	c := st.Machine.Config
 	_, hasRNG := st.Machine.Devices[rngName]
-	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages, RNG: hasRNG},
+	drives, err := savedDrives(st.Machine.Devices)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", f.State, err)
+	}
+	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages, RNG: hasRNG, Drives: drives},
 		RAMSize: st.Header.RAMSize}
 	if plan.VCPUs > h.MaxVCPUs() {
 		return nil, fmt.Errorf("snapshot %s has %d vCPUs; the %s backend supports at most %d here", f.State, plan.VCPUs, h.Name(), h.MaxVCPUs())

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/vmm"
 )
 
@@ -22,6 +23,7 @@ type runFlags struct {
 	memory                  uint64
 	console, dumpDTB        string
 	rng                     bool
+	drives                  []blk.Config
 	logLevel                slog.Level
 }
 
@@ -36,6 +38,11 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.Uint64Var(&f.memory, "memory", 256, "guest RAM in `MiB`")
 	fs.StringVar(&f.console, "console", "stdio", "where the guest console goes: stdio, or file:`PATH`")
 	fs.BoolVar(&f.rng, "rng", false, "give the guest a virtio-rng device (its /dev/hwrng), fed from the host's CSPRNG")
+	fs.Func("disk", "give the guest a virtio-blk drive over the raw image `PATH[,ro][,root]` (repeatable: vda, vdb, ... with the root drive first)", func(v string) error {
+		d, err := parseDisk(v, len(f.drives))
+		f.drives = append(f.drives, d)
+		return err
+	})
 	fs.StringVar(&f.dumpDTB, "dump-dtb", "", "write the device tree squibd would boot with to `PATH` and exit")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelWarn, "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -61,7 +68,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
 	log.Info("squibd starting", "pid", os.Getpid())
 
-	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng}
+	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng, Drives: f.drives}
 	release, err := cfg.OpenFiles("--kernel", f.kernel, "--initrd", f.initrd)
 	if err != nil {
 		return 0, err
@@ -105,6 +112,29 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	outcome, err := m.Wait()
 	log.Info("VM ended", "outcome", outcome)
 	return exitStatus(outcome, err, caught)
+}
+
+// parseDisk parses a --disk value, the n-th (its drive id is diskN): an
+// image's path, then ro (a read-only drive) and root (the root device)
+// in any order. The drive's cache type is Unsafe, Firecracker's default.
+func parseDisk(v string, n int) (blk.Config, error) {
+	path, opts, _ := strings.Cut(v, ",")
+	d := blk.Config{ID: fmt.Sprintf("disk%d", n), Path: path}
+	if path == "" {
+		return d, errors.New("no image path")
+	}
+	for o := range strings.SplitSeq(opts, ",") {
+		switch o {
+		case "":
+		case "ro":
+			d.ReadOnly = true
+		case "root":
+			d.Root = true
+		default:
+			return d, fmt.Errorf("unknown option %q: use PATH[,ro][,root]", o)
+		}
+	}
+	return d, nil
 }
 
 // exitStatus maps how a VM ended to squibd's exit status; sig is the

@@ -86,6 +86,10 @@ func TestRunBadInput(t *testing.T) {
 		{"initrd does not fit", []string{"run", "--kernel", kernel, "--initrd", initrd, "--memory", "50"}, exitError, "memory too small"},
 		{"zero cpus", []string{"run", "--kernel", kernel, "--cpus", "0"}, exitError, "--cpus 0: a VM needs at least one vCPU"},
 		{"too many cpus", []string{"run", "--kernel", kernel, "--cpus", "500"}, exitError, "at most 123"},
+		{"bad disk option", []string{"run", "--kernel", kernel, "--disk", "a.img,rw"}, exitUsage, `invalid value "a.img,rw" for flag -disk: unknown option "rw"`},
+		{"disk without a path", []string{"run", "--kernel", kernel, "--disk", ",ro"}, exitUsage, "no image path"},
+		{"two root disks", []string{"run", "--kernel", kernel, "--disk", "a.img,root", "--disk", "b.img,ro,root"}, exitError,
+			"drive disk1: drive disk0 is already the root device"},
 	}
 	if runtime.GOOS != "linux" || runtime.GOARCH != "arm64" {
 		cases = append(cases, struct {
@@ -151,6 +155,23 @@ func TestDumpDTB(t *testing.T) {
 	}
 	if c, _ := root.Find("/virtio_mmio@a000000").Strings("compatible"); len(c) != 1 || c[0] != "virtio,mmio" {
 		t.Errorf("--rng: the virtio-mmio node's compatible is %q", c)
+	}
+	// Drives: a virtio-mmio node each, the root drive named on the
+	// command line.
+	if status, stderr := runSquibd(t, "run", "--kernel", kernel, "--disk", "data.img", "--disk", "root.img,ro,root", "--dump-dtb", out); status != 0 {
+		t.Fatalf("--disk: status %d: %s", status, stderr)
+	}
+	if blob, err = os.ReadFile(out); err == nil {
+		root, _, err = fdt.Parse(blob)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args, _ := root.Find("/chosen").Strings("bootargs"); len(args) != 1 || args[0] != "console=ttyAMA0 panic=-1 root=/dev/vda ro" {
+		t.Errorf("--disk: bootargs %q", args)
+	}
+	if root.Find("/virtio_mmio@a000000") == nil || root.Find("/virtio_mmio@a001000") == nil || root.Find("/virtio_mmio@a002000") != nil {
+		t.Error("--disk twice: want two virtio-mmio nodes")
 	}
 	// A dump that fails after writing (its path is a directory, so the final
 	// rename fails) leaves no temporary file behind.

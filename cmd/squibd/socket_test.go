@@ -302,7 +302,8 @@ func TestConfigFile(t *testing.T) {
 	cases := []struct {
 		name, config, stderr string
 	}{
-		{"drives", `{` + boot + `, "drives": [{"drive_id": "rootfs"}]}`, "drives: squibd does not support this device yet"},
+		{"drives", `{` + boot + `, "drives": [{"drive_id": "rootfs", "path_on_host": "/nonexistent", "is_root_device": true}]}`,
+			"Drive config error: Unable to open the block device backing file: stat /nonexistent"},
 		{"vsock", `{` + boot + `, "vsock": {"guest_cid": 3}}`, "vsock: squibd does not support this device yet"},
 		{"unknown key", `{` + boot + `, "serial": {}}`, `json: unknown field "serial"`},
 		{"entropy unknown key", `{` + boot + `, "entropy": {"rate": 1}}`, `json: unknown field "rate"`},
