@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/squibvm/squib/memory"
 	"github.com/squibvm/squib/virtio"
+	"github.com/squibvm/squib/virtio/virtiotest"
 )
 
 // The test's guest RAM: the queue's rings at ringArea (descriptor table,
@@ -33,14 +33,11 @@ const (
 
 // guest plays Linux's virtio-blk driver over the transport.
 type guest struct {
-	t        *testing.T
-	mem      []byte
-	ram      *memory.RAM
-	tr       *virtio.Transport
-	dev      *Device
-	availIdx uint16
-	nextDesc uint16
+	*virtiotest.Driver
+	dev *Device
 }
+
+type buf = virtiotest.Buf
 
 // image makes a file of imageSize bytes, byte i being i*7.
 func image(t *testing.T) string {
@@ -73,89 +70,18 @@ func newGuest(t *testing.T, c Config) *guest {
 		t.Fatal(err)
 	}
 	t.Cleanup(tr.Close)
-	g := &guest{t: t, mem: mem, ram: ram, tr: tr, dev: dev}
-	if g.r(0x008) != 2 {
-		t.Fatalf("device ID %d, want 2", g.r(0x008))
-	}
-	for _, w := range [][2]uint32{
-		{0x070, 0}, {0x070, 1}, {0x070, 3}, // reset, ACKNOWLEDGE, DRIVER
-		{0x024, 1}, {0x020, 1}, {0x024, 0}, {0x020, g.r(0x010) & (1<<24 - 1)}, // VERSION_1 and the device's features
-		{0x070, 11},
-		{0x030, 0}, {0x038, 256},
-		{0x080, ringArea}, {0x090, avail}, {0x0a0, used},
-		{0x044, 1},
-		{0x070, 15},
-	} {
-		tr.Write(uint64(w[0]), 4, uint64(w[1]))
-	}
-	if s := g.r(0x070); s != 15 {
-		t.Fatalf("status %#x after set-up, want 15", s)
-	}
-	return g
+	return &guest{virtiotest.Start(t, tr, ram, mem, 2), dev} // 2: block
 }
 
-func (g *guest) r(off uint64) uint32 { return uint32(g.tr.Read(off, 4)) }
-
-type buf struct {
-	addr  uint64
-	n     uint32
-	write bool
-}
-
-// give makes a chain available, waits for it to come back and returns
-// the used length.
-func (g *guest) give(bufs ...buf) uint32 {
-	g.t.Helper()
-	le := binary.LittleEndian
-	head := g.nextDesc
-	for i, b := range bufs {
-		d := g.mem[(g.nextDesc%256)*16:]
-		g.nextDesc++
-		var flags uint16
-		if b.write {
-			flags = 2
-		}
-		if i < len(bufs)-1 {
-			flags |= 1
-		}
-		le.PutUint64(d, b.addr)
-		le.PutUint32(d[8:], b.n)
-		le.PutUint16(d[12:], flags)
-		le.PutUint16(d[14:], g.nextDesc%256)
-	}
-	le.PutUint16(g.mem[avail-ramBase+4+2*uint64(g.availIdx%256):], head)
-	g.availIdx++
-	if err := g.ram.AtomicStore16(avail+2, g.availIdx); err != nil {
-		g.t.Fatal(err)
-	}
-	g.tr.Write(0x050, 4, 0)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		if idx, _ := g.ram.AtomicLoad16(used + 2); idx == g.availIdx {
-			break
-		}
-		if time.Now().After(deadline) {
-			g.t.Fatalf("chain %d not given back", head)
-		}
-	}
-	e := g.mem[used-ramBase+4+8*uint64((g.availIdx-1)%256):]
-	return le.Uint32(e[4:])
-}
-
-func (g *guest) bytes(addr uint64, n uint32) []byte {
-	return g.mem[addr-ramBase : addr-ramBase+uint64(n)]
-}
-
-// req sends a request of type typ at sector with data (written by the
-// device if write) and returns the used length and the status byte.
 func (g *guest) req(typ uint32, sector uint64, data []buf) (uint32, byte) {
-	g.t.Helper()
-	h := g.bytes(hdrArea, headerSize)
+	g.T.Helper()
+	h := g.Bytes(hdrArea, headerSize)
 	binary.LittleEndian.PutUint32(h, typ)
 	binary.LittleEndian.PutUint64(h[8:], sector)
-	g.bytes(statArea, 1)[0] = 0xff
-	chain := append([]buf{{hdrArea, headerSize, false}}, data...)
-	n := g.give(append(chain, buf{statArea, 1, true})...)
-	return n, g.bytes(statArea, 1)[0]
+	g.Bytes(statArea, 1)[0] = 0xff
+	chain := append([]buf{{Addr: hdrArea, N: headerSize, Write: false}}, data...)
+	n := g.Give(append(chain, buf{Addr: statArea, N: 1, Write: true})...)
+	return n, g.Bytes(statArea, 1)[0]
 }
 
 func TestReadWrite(t *testing.T) {
@@ -164,21 +90,21 @@ func TestReadWrite(t *testing.T) {
 	if cap := binary.LittleEndian.Uint64(g.dev.Config()); cap != imageSize/512 {
 		t.Fatalf("capacity %d, want %d", cap, imageSize/512)
 	}
-	g.ram.TakeWrites()
+	g.RAM.TakeWrites()
 	// IN: sectors 3-4, in two buffers.
-	if n, s := g.req(typeIn, 3, []buf{{bufArea, 512, true}, {bufArea + 0x4000, 512, true}}); n != 1025 || s != statusOK {
+	if n, s := g.req(typeIn, 3, []buf{{Addr: bufArea, N: 512, Write: true}, {Addr: bufArea + 0x4000, N: 512, Write: true}}); n != 1025 || s != statusOK {
 		t.Fatalf("IN: used %d status %d, want 1025, 0", n, s)
 	}
 	want, _ := os.ReadFile(p)
-	if !bytes.Equal(g.bytes(bufArea, 512), want[3*512:4*512]) || !bytes.Equal(g.bytes(bufArea+0x4000, 512), want[4*512:5*512]) {
+	if !bytes.Equal(g.Bytes(bufArea, 512), want[3*512:4*512]) || !bytes.Equal(g.Bytes(bufArea+0x4000, 512), want[4*512:5*512]) {
 		t.Fatal("IN read the wrong bytes")
 	}
-	if w := g.ram.TakeWrites(); w[0]&(1<<((bufArea-ramBase)/logBlock)) == 0 || w[0]&(1<<((bufArea+0x4000-ramBase)/logBlock)) == 0 {
+	if w := g.RAM.TakeWrites(); w[0]&(1<<((bufArea-ramBase)/logBlock)) == 0 || w[0]&(1<<((bufArea+0x4000-ramBase)/logBlock)) == 0 {
 		t.Errorf("write log %#x misses the IN buffers", w[0])
 	}
 	// OUT, then FLUSH, then GET_ID.
-	copy(g.bytes(bufArea, 1024), bytes.Repeat([]byte{0xab}, 1024))
-	if n, s := g.req(typeOut, 2046, []buf{{bufArea, 1024, false}}); n != 1 || s != statusOK {
+	copy(g.Bytes(bufArea, 1024), bytes.Repeat([]byte{0xab}, 1024))
+	if n, s := g.req(typeOut, 2046, []buf{{Addr: bufArea, N: 1024, Write: false}}); n != 1 || s != statusOK {
 		t.Fatalf("OUT: used %d status %d, want 1, 0", n, s)
 	}
 	if n, s := g.req(typeFlush, 0, nil); n != 1 || s != statusOK {
@@ -188,8 +114,8 @@ func TestReadWrite(t *testing.T) {
 	if !bytes.Equal(got[2046*512:], bytes.Repeat([]byte{0xab}, 1024)) || !bytes.Equal(got[:2046*512], want[:2046*512]) {
 		t.Fatal("OUT wrote the wrong bytes")
 	}
-	if n, s := g.req(typeGetID, 0, []buf{{bufArea, 20, true}}); n != 21 || s != statusOK || string(g.bytes(bufArea, 20)) != "rootfs\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" {
-		t.Fatalf("GET_ID: used %d status %d id %q", n, s, g.bytes(bufArea, 20))
+	if n, s := g.req(typeGetID, 0, []buf{{Addr: bufArea, N: 20, Write: true}}); n != 21 || s != statusOK || string(g.Bytes(bufArea, 20)) != "rootfs\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" {
+		t.Fatalf("GET_ID: used %d status %d id %q", n, s, g.Bytes(bufArea, 20))
 	}
 	if f := g.dev.Features(); f&featFlush == 0 || f&featRO != 0 {
 		t.Errorf("features %#x: want FLUSH, not RO", f)
@@ -202,11 +128,11 @@ func TestZeroes(t *testing.T) {
 	p := image(t)
 	g := newGuest(t, Config{ID: "d", Path: p})
 	for _, typ := range []uint32{typeWriteZeroes, typeDiscard} {
-		seg := g.bytes(bufArea, 16)
+		seg := g.Bytes(bufArea, 16)
 		binary.LittleEndian.PutUint64(seg, 8)
 		binary.LittleEndian.PutUint32(seg[8:], 16)
 		binary.LittleEndian.PutUint32(seg[12:], 0)
-		if n, s := g.req(typ, 0, []buf{{bufArea, 16, false}}); n != 1 || s != statusOK {
+		if n, s := g.req(typ, 0, []buf{{Addr: bufArea, N: 16, Write: false}}); n != 1 || s != statusOK {
 			t.Fatalf("type %d: used %d status %d", typ, n, s)
 		}
 		got, _ := os.ReadFile(p)
@@ -215,12 +141,12 @@ func TestZeroes(t *testing.T) {
 		}
 	}
 	// DISCARD with unmap, and unknown flags: UNSUPP.
-	binary.LittleEndian.PutUint32(g.bytes(bufArea+12, 4), 1)
-	if _, s := g.req(typeDiscard, 0, []buf{{bufArea, 16, false}}); s != statusUnsupp {
+	binary.LittleEndian.PutUint32(g.Bytes(bufArea+12, 4), 1)
+	if _, s := g.req(typeDiscard, 0, []buf{{Addr: bufArea, N: 16, Write: false}}); s != statusUnsupp {
 		t.Errorf("DISCARD with unmap: status %d, want UNSUPP", s)
 	}
-	binary.LittleEndian.PutUint32(g.bytes(bufArea+12, 4), 2)
-	if _, s := g.req(typeWriteZeroes, 0, []buf{{bufArea, 16, false}}); s != statusUnsupp {
+	binary.LittleEndian.PutUint32(g.Bytes(bufArea+12, 4), 2)
+	if _, s := g.req(typeWriteZeroes, 0, []buf{{Addr: bufArea, N: 16, Write: false}}); s != statusUnsupp {
 		t.Errorf("WRITE_ZEROES with flag 2: status %d, want UNSUPP", s)
 	}
 }
@@ -231,11 +157,11 @@ func TestHostile(t *testing.T) {
 	p := image(t)
 	g := newGuest(t, Config{ID: "d", Path: p})
 	seg := func(sector uint64, n uint32) []buf {
-		s := g.bytes(bufArea+0x100000, 16)
+		s := g.Bytes(bufArea+0x100000, 16)
 		binary.LittleEndian.PutUint64(s, sector)
 		binary.LittleEndian.PutUint32(s[8:], n)
 		binary.LittleEndian.PutUint32(s[12:], 0)
-		return []buf{{bufArea + 0x100000, 16, false}}
+		return []buf{{Addr: bufArea + 0x100000, N: 16, Write: false}}
 	}
 	for _, c := range []struct {
 		name   string
@@ -244,17 +170,17 @@ func TestHostile(t *testing.T) {
 		data   []buf
 		want   byte
 	}{
-		{"IN beyond capacity", typeIn, 2048, []buf{{bufArea, 512, true}}, statusIOErr},
-		{"IN across the end", typeIn, 2047, []buf{{bufArea, 1024, true}}, statusIOErr},
-		{"IN at a sector that overflows", typeIn, 1<<64 - 1, []buf{{bufArea, 512, true}}, statusIOErr},
-		{"IN not a sector multiple", typeIn, 0, []buf{{bufArea, 100, true}}, statusIOErr},
-		{"IN over size_max", typeIn, 0, []buf{{bufArea, sizeMax + 512, true}}, statusIOErr},
-		{"IN with a readable buffer", typeIn, 0, []buf{{bufArea, 512, false}}, statusIOErr},
+		{"IN beyond capacity", typeIn, 2048, []buf{{Addr: bufArea, N: 512, Write: true}}, statusIOErr},
+		{"IN across the end", typeIn, 2047, []buf{{Addr: bufArea, N: 1024, Write: true}}, statusIOErr},
+		{"IN at a sector that overflows", typeIn, 1<<64 - 1, []buf{{Addr: bufArea, N: 512, Write: true}}, statusIOErr},
+		{"IN not a sector multiple", typeIn, 0, []buf{{Addr: bufArea, N: 100, Write: true}}, statusIOErr},
+		{"IN over size_max", typeIn, 0, []buf{{Addr: bufArea, N: sizeMax + 512, Write: true}}, statusIOErr},
+		{"IN with a readable buffer", typeIn, 0, []buf{{Addr: bufArea, N: 512, Write: false}}, statusIOErr},
 		{"IN with no data", typeIn, 0, nil, statusIOErr},
-		{"OUT with a writable buffer", typeOut, 0, []buf{{bufArea, 512, true}}, statusIOErr},
-		{"OUT beyond capacity", typeOut, 1 << 40, []buf{{bufArea, 512, false}}, statusIOErr},
-		{"FLUSH with data", typeFlush, 0, []buf{{bufArea, 512, true}}, statusIOErr},
-		{"GET_ID too short", typeGetID, 0, []buf{{bufArea, 19, true}}, statusIOErr},
+		{"OUT with a writable buffer", typeOut, 0, []buf{{Addr: bufArea, N: 512, Write: true}}, statusIOErr},
+		{"OUT beyond capacity", typeOut, 1 << 40, []buf{{Addr: bufArea, N: 512, Write: false}}, statusIOErr},
+		{"FLUSH with data", typeFlush, 0, []buf{{Addr: bufArea, N: 512, Write: true}}, statusIOErr},
+		{"GET_ID too short", typeGetID, 0, []buf{{Addr: bufArea, N: 19, Write: true}}, statusIOErr},
 		{"WRITE_ZEROES beyond capacity", typeWriteZeroes, 0, seg(2040, 16), statusIOErr},
 		{"WRITE_ZEROES overflowing", typeWriteZeroes, 0, seg(1<<64-8, 16), statusIOErr},
 		{"WRITE_ZEROES too long", typeWriteZeroes, 0, seg(0, maxZeroSectors+1), statusIOErr},
@@ -266,23 +192,23 @@ func TestHostile(t *testing.T) {
 	}
 	// A header split short, and chains without a status byte or header:
 	// the first answered IOERR, the others given back unused by Pop.
-	g.bytes(statArea, 1)[0] = 0xff
-	if n := g.give(buf{hdrArea, 8, false}, buf{statArea, 1, true}); n != 1 || g.bytes(statArea, 1)[0] != statusIOErr {
-		t.Errorf("short header: used %d status %d", n, g.bytes(statArea, 1)[0])
+	g.Bytes(statArea, 1)[0] = 0xff
+	if n := g.Give(buf{Addr: hdrArea, N: 8, Write: false}, buf{Addr: statArea, N: 1, Write: true}); n != 1 || g.Bytes(statArea, 1)[0] != statusIOErr {
+		t.Errorf("short header: used %d status %d", n, g.Bytes(statArea, 1)[0])
 	}
-	if n := g.give(buf{hdrArea, 16, false}); n != 0 {
+	if n := g.Give(buf{Addr: hdrArea, N: 16, Write: false}); n != 0 {
 		t.Errorf("no status byte: used %d, want 0", n)
 	}
-	if n := g.give(buf{hdrArea, 16, true}, buf{statArea, 1, true}); n != 0 {
+	if n := g.Give(buf{Addr: hdrArea, N: 16, Write: true}, buf{Addr: statArea, N: 1, Write: true}); n != 0 {
 		t.Errorf("writable header: used %d, want 0", n)
 	}
-	if n := g.give(buf{hdrArea, 16, false}, buf{statArea, 0, true}); n != 0 {
+	if n := g.Give(buf{Addr: hdrArea, N: 16, Write: false}, buf{Addr: statArea, N: 0, Write: true}); n != 0 {
 		t.Errorf("empty status buffer: used %d, want 0", n)
 	}
 	if got, _ := os.ReadFile(p); !bytes.Equal(got, mustRead(t, image(t))) {
 		t.Error("a bad request changed the image")
 	}
-	if n, s := g.req(typeIn, 0, []buf{{bufArea, 512, true}}); n != 513 || s != statusOK {
+	if n, s := g.req(typeIn, 0, []buf{{Addr: bufArea, N: 512, Write: true}}); n != 513 || s != statusOK {
 		t.Fatalf("IN after the bad requests: used %d status %d", n, s)
 	}
 }
@@ -306,16 +232,16 @@ func TestReadOnly(t *testing.T) {
 	if f := g.dev.Features(); f&featRO == 0 || f&(featDiscard|featWriteZeroes) != 0 {
 		t.Errorf("features %#x: want RO, no DISCARD or WRITE_ZEROES", f)
 	}
-	if _, s := g.req(typeOut, 0, []buf{{bufArea, 512, false}}); s != statusIOErr {
+	if _, s := g.req(typeOut, 0, []buf{{Addr: bufArea, N: 512, Write: false}}); s != statusIOErr {
 		t.Errorf("OUT: status %d, want IOERR", s)
 	}
-	seg := g.bytes(bufArea, 16)
+	seg := g.Bytes(bufArea, 16)
 	binary.LittleEndian.PutUint64(seg, 0)
 	binary.LittleEndian.PutUint32(seg[8:], 1)
-	if _, s := g.req(typeWriteZeroes, 0, []buf{{bufArea, 16, false}}); s != statusIOErr {
+	if _, s := g.req(typeWriteZeroes, 0, []buf{{Addr: bufArea, N: 16, Write: false}}); s != statusIOErr {
 		t.Errorf("WRITE_ZEROES: status %d, want IOERR", s)
 	}
-	if n, s := g.req(typeIn, 0, []buf{{bufArea, 512, true}}); n != 513 || s != statusOK {
+	if n, s := g.req(typeIn, 0, []buf{{Addr: bufArea, N: 512, Write: true}}); n != 513 || s != statusOK {
 		t.Errorf("IN: used %d status %d", n, s)
 	}
 }
