@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/hv/hvtest"
@@ -18,8 +20,10 @@ import (
 // TestDrives configures drives as Firecracker's clients do: PUT
 // /drives/{drive_id} bodies parsed as Firecracker parses them, the id in
 // the path and body the same, one root device, GET /vm/config showing
-// them with their defaults; the microVM starts with them (root first, on
-// the command line), and PUT /drives is refused after the start.
+// them with their defaults in the order the guest gets them (the root
+// drive first, before and after the start); the microVM starts with them
+// (root first, on the command line), and PUT /drives is refused after the
+// start.
 func TestDrives(t *testing.T) {
 	ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
 		OpenHypervisor: func() (hv.Hypervisor, error) { return &hvtest.Hypervisor{}, nil }})
@@ -65,14 +69,17 @@ func TestDrives(t *testing.T) {
 	put("/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(disk)+`, "is_root_device": true, "cache_type": "Writeback", "partuuid": "0eaa91a0-01"}`)
 	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(ro)+`, "is_root_device": true}`, "Drive config error: A root block device already exists!")
 	put("/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(disk)+`, "is_root_device": true, "cache_type": "Writeback"}`) // replaces it
-	var full struct{ Drives []map[string]any }
-	if err := within(c, "GET", "/vm/config", nil, &full); err != nil {
-		t.Fatal(err)
+	drives := func() string {
+		t.Helper()
+		var full struct{ Drives []map[string]any }
+		if err := within(c, "GET", "/vm/config", nil, &full); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(full.Drives)
 	}
-	got := fmt.Sprint(full.Drives)
-	want := fmt.Sprintf("[map[cache_type:Unsafe drive_id:data io_engine:Async is_read_only:true is_root_device:false path_on_host:%s] "+
-		"map[cache_type:Writeback drive_id:rootfs io_engine:Sync is_read_only:false is_root_device:true path_on_host:%s]]", ro, disk)
-	if got != want {
+	want := fmt.Sprintf("[map[cache_type:Writeback drive_id:rootfs io_engine:Sync is_read_only:false is_root_device:true path_on_host:%s] "+
+		"map[cache_type:Unsafe drive_id:data io_engine:Async is_read_only:true is_root_device:false path_on_host:%s]]", disk, ro)
+	if got := drives(); got != want {
 		t.Errorf("GET /vm/config drives:\n%s\nwant\n%s", got, want)
 	}
 
@@ -88,6 +95,9 @@ func TestDrives(t *testing.T) {
 		t.Errorf("started with drives %+v, command line %q", cfg.Drives, cfg.Cmdline)
 	}
 	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(ro)+`, "is_root_device": false}`, errAfterStart.Error())
+	if got := drives(); got != want {
+		t.Errorf("GET /vm/config drives after the start:\n%s\nwant\n%s", got, want)
+	}
 }
 
 // TestDrivesConfigFile: --config-file's drives (GET /vm/config's schema)
@@ -118,6 +128,129 @@ func TestDrivesConfigFile(t *testing.T) {
 	if len(got.Drives) != 1 || got.Drives[0] != (blk.Config{ID: "rootfs", Path: disk, Root: true, ReadOnly: true, PartUUID: "1234-01"}) ||
 		got.Cmdline != "quiet root=PARTUUID=1234-01 ro" {
 		t.Errorf("started with drives %+v, command line %q", got.Drives, got.Cmdline)
+	}
+}
+
+// TestPatchDrive changes a drive's file as Firecracker's clients do, with
+// PATCH /drives/{drive_id}: refused before the start; after it, bodies
+// parsed as Firecracker parses them, an unknown drive, a missing file, a
+// FIFO and a rate limiter that would limit refused with the drive left as
+// it was, and a new file swapped in: GET /vm/config names it (io_engine
+// kept), the old file's lock is gone, and it can be changed again while
+// paused. A snapshot then names the new file: a squibd that loads it shows
+// the drives in the guest's order, and can change them too.
+func TestPatchDrive(t *testing.T) {
+	h := &hvtest.Hypervisor{}
+	newCtl := func() (*Controller, *Client) {
+		ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
+			OpenHypervisor: func() (hv.Hypervisor, error) { return h, nil }})
+		t.Cleanup(ctl.Close)
+		t.Cleanup(ctl.Stop)
+		return ctl, serve(t, ctl)
+	}
+	ctl, c := newCtl()
+	dir := t.TempDir()
+	img := func(name string, size int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	root, data, next, last := img("root.img", 1<<20), img("data.img", 1<<20), img("next.img", 2<<20), img("last.img", 3<<20)
+	const deser = "An error occurred when deserializing the json body of a request: "
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	refuse := func(c *Client, method, path, body, want string) {
+		t.Helper()
+		err := within(c, method, path, json.RawMessage(body), nil)
+		if f, ok := err.(*Fault); !ok || !strings.Contains(f.Message, want) {
+			t.Errorf("%s %s %s: %v, want a fault with %q", method, path, body, err, want)
+		}
+	}
+	do := func(c *Client, method, path, body string) {
+		t.Helper()
+		if err := within(c, method, path, json.RawMessage(body), nil); err != nil {
+			t.Fatalf("%s %s %s: %v", method, path, body, err)
+		}
+	}
+	// drives is GET /vm/config's drives: id, file and io_engine each.
+	drives := func(c *Client) string {
+		t.Helper()
+		var full FullConfig
+		if err := within(c, "GET", "/vm/config", nil, &full); err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, d := range full.Drives {
+			s = append(s, *d.DriveID+" "+*d.PathOnHost+" "+*d.IOEngine)
+		}
+		return strings.Join(s, ", ")
+	}
+	do(c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(data)+`, "is_root_device": false, "io_engine": "Async"}`)
+	do(c, "PUT", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(root)+`, "is_root_device": true}`)
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`, errBeforeStart.Error())
+	do(c, "PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
+	do(c, "PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, writeImage(t, dir)))
+	do(c, "PUT", "/actions", `{"action_type": "InstanceStart"}`)
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refuse(c, "PATCH", "/drives/data", `{"path_on_host": `+q(next)+`}`, deser+"missing field `drive_id`.")
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "rootfs", "path_on_host": `+q(next)+`}`, "The id from the path does not match the id from the body!")
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`, "is_read_only": true}`, deser+`json: unknown field "is_read_only"`)
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`, "rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}`,
+		"Drive config error: squibd does not rate-limit drives")
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "rate_limiter": {"ops": {"size": 1}}}`, deser+"missing field `refill_time`.")
+	refuse(c, "PATCH", "/drives/scratch", `{"drive_id": "scratch", "path_on_host": `+q(next)+`}`, `Unable to patch the block device: the microVM has no drive "scratch"`)
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data"}`, "Unable to patch the block device: drive data has no vhost-user backend to refresh")
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(filepath.Join(dir, "missing"))+`}`, "Unable to open the block device backing file")
+	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(fifo)+`}`, "is neither a regular file nor a block device")
+	if locked, err := blk.Open(blk.Config{ID: "x", Path: next}, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`, "drive data: "+next+" is locked by another process")
+		locked.Close()
+	}
+	// A rate limiter that does not limit leaves the drive as it is.
+	do(c, "PATCH", "/drives/data", `{"drive_id": "data", "rate_limiter": {"ops": {"size": 0, "refill_time": 100}}}`)
+	want := "rootfs " + root + " Sync, data " + data + " Async"
+	if got := drives(c); got != want {
+		t.Errorf("drives after the refused patches: %s, want %s", got, want)
+	}
+
+	do(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`)
+	want = "rootfs " + root + " Sync, data " + next + " Async"
+	if got := drives(c); got != want {
+		t.Errorf("drives after the patch: %s, want %s", got, want)
+	}
+	ctl.mu.Lock()
+	cfg := ctl.m.Config()
+	ctl.mu.Unlock()
+	if cfg.Drives[1].Path != next {
+		t.Errorf("the machine's drives %+v, want data on %s", cfg.Drives, next)
+	}
+	if d, err := blk.Open(blk.Config{ID: "x", Path: data}, nil); err != nil {
+		t.Errorf("the old file is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	do(c, "PATCH", "/vm", `{"state": "Paused"}`)
+	do(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(last)+`}`)
+	state, mem := filepath.Join(dir, "vm.state"), filepath.Join(dir, "vm.mem")
+	do(c, "PUT", "/snapshot/create", `{"snapshot_path": `+q(state)+`, "mem_file_path": `+q(mem)+`}`)
+	ctl.Stop()
+
+	_, c2 := newCtl()
+	do(c2, "PUT", "/snapshot/load", `{"snapshot_path": `+q(state)+`, "mem_backend": {"backend_type": "File", "backend_path": `+q(mem)+`}}`)
+	if got, want := drives(c2), "rootfs "+root+" Sync, data "+last+" Sync"; got != want {
+		t.Errorf("drives of the loaded snapshot: %s, want %s", got, want)
+	}
+	do(c2, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`)
+	do(c2, "PATCH", "/vm", `{"state": "Resumed"}`)
+	if got, want := drives(c2), "rootfs "+root+" Sync, data "+next+" Sync"; got != want {
+		t.Errorf("drives of the loaded snapshot after a patch: %s, want %s", got, want)
 	}
 }
 

@@ -38,7 +38,7 @@ var routes = []route{
 	{"PUT /entropy", "entropy", withBody(true, (*Controller).setEntropy)},
 
 	{"PUT /drives/{id}", "drive", withID(true, (*Controller).setDrive)},
-	{"PATCH /drives/{id}", "drive", notYet("changing a drive")},
+	{"PATCH /drives/{id}", "drive", withID(true, (*Controller).patchDrive)},
 	{"PUT /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PATCH /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PUT /vsock", "vsock", notYet("vsock")},
@@ -141,6 +141,21 @@ func (d Drive) check(id string) error {
 		return bodyError("unknown variant `%s`, expected `Sync` or `Async`", *e)
 	}
 	return d.RateLimiter.check("Drive config error", "drives")
+}
+
+// check validates a drive patch body for the drive the path names, as
+// Firecracker parses it, and refuses a rate limiter that would limit.
+func (p PartialDrive) check(id string) error {
+	if err := required(field{"drive_id", p.DriveID != nil}); err != nil {
+		return err
+	}
+	if *p.DriveID != id {
+		return errors.New("The id from the path does not match the id from the body!")
+	}
+	if err := driveID(id); err != nil {
+		return err
+	}
+	return p.RateLimiter.check("Drive config error", "drives")
 }
 
 // check validates a snapshot create body as Firecracker parses it.

@@ -156,6 +156,16 @@ type Drive struct {
 	Socket       *string      `json:"socket,omitempty"`
 }
 
+// PartialDrive is the body of PATCH /drives/{drive_id}, after the start:
+// drive_id (the path's) is required; path_on_host gives the drive a new
+// image (or the same one, resized). A rate limiter is accepted only as one
+// that does not limit, as in Drive.
+type PartialDrive struct {
+	DriveID     *string      `json:"drive_id"`
+	PathOnHost  *string      `json:"path_on_host,omitempty"`
+	RateLimiter *RateLimiter `json:"rate_limiter,omitempty"`
+}
+
 // FullConfig is the body of GET /vm/config and the schema of --config-file.
 // The device sections but drives and entropy are placeholders until squib
 // has the devices: in a config file they must be empty or null.

@@ -1,10 +1,12 @@
 package vmm
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/squibvm/squib/hv/hvtest"
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/snapshot"
+	"github.com/squibvm/squib/virtio/virtiotest"
 )
 
 // TestRootDrive: the root drive goes first and onto the command line as
@@ -98,5 +101,97 @@ func TestDriveSnapshotRestore(t *testing.T) {
 	os.Remove(img)
 	if _, err := Restore(h, files, RestoreOptions{}, io.Discard, log); err == nil || !strings.Contains(err.Error(), "drive rootfs: open "+img) {
 		t.Errorf("restore with the image missing: %v", err)
+	}
+}
+
+// TestUpdateDrive swaps a drive's image on a running machine, as PATCH
+// /drives does: the guest's driver sees the new capacity under a new
+// ConfigGeneration, with a configuration change interrupt on the drive's
+// SPI; the old image's lock is gone, and Config names the new file. An
+// unknown drive and a missing file are refused, the drive kept as it was.
+// On a paused machine the device stays quiesced (a snapshot can be taken
+// at once), and the snapshot names the new file at its size.
+func TestUpdateDrive(t *testing.T) {
+	h := &hvtest.Hypervisor{}
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	img := func(name string, size int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	root, data, next, last := img("root.img", 1<<20), img("data.img", 1<<20), img("next.img", 2<<20), img("last.img", 3<<20)
+	plan, err := Prepare(Config{Kernel: loader.Bytes(testKernel(8 << 20)), Cmdline: "x", VCPUs: 1, MemoryMiB: 64,
+		Drives: []blk.Config{{ID: "data", Path: data}, {ID: "rootfs", Path: root, Root: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(h, plan, io.Discard, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { m.Stop(); m.Wait() }()
+	m.Start(nil)
+	var v *virtioDevice
+	for _, d := range m.devices {
+		if d.Name() == driveName("data") {
+			v = d.(*virtioDevice)
+		}
+	}
+	drv := virtiotest.Start(t, v.Transport, m.ram, m.ram.Bytes(), 2)
+	gen := drv.R(0x0fc)
+	if err := m.UpdateDrive("data", next); err != nil {
+		t.Fatal(err)
+	}
+	if c := v.Read(0x100, 8); c != 2<<20/512 || drv.R(0x0fc) == gen || drv.R(0x060)&2 == 0 {
+		t.Errorf("after the update: capacity %d, generation %d (was %d), interrupt status %#x", c, drv.R(0x0fc), gen, drv.R(0x060))
+	}
+	if !slices.Contains(h.Events(), fmt.Sprintf("spi %d true", v.spi.INTID())) {
+		t.Errorf("no interrupt on the drive's SPI %d: %v", v.spi.INTID(), h.Events())
+	}
+	if d, err := blk.Open(blk.Config{ID: "x", Path: data}, nil); err != nil {
+		t.Errorf("the old image is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	if got := m.Config().Drives; got[0].Path != root || got[1].Path != next {
+		t.Errorf("Config().Drives = %+v, want data on %s", got, next)
+	}
+	if err := m.UpdateDrive("nope", next); err == nil || !strings.Contains(err.Error(), `no drive "nope"`) {
+		t.Errorf("UpdateDrive of an unknown drive: %v", err)
+	}
+	gen = drv.R(0x0fc)
+	if err := m.UpdateDrive("data", filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "drive data: open ") {
+		t.Errorf("UpdateDrive to a missing file: %v", err)
+	}
+	if c := v.Read(0x100, 8); c != 2<<20/512 || drv.R(0x0fc) != gen || m.Config().Drives[1].Path != next {
+		t.Errorf("after a failed update: capacity %d, generation %d (was %d), drives %+v", c, drv.R(0x0fc), gen, m.Config().Drives)
+	}
+
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.UpdateDrive("data", last); err != nil {
+		t.Fatal(err)
+	}
+	files := snapshot.Files{State: filepath.Join(dir, "vm.state"), Memory: filepath.Join(dir, "vm.mem")}
+	if _, err := m.Snapshot(files, false); err != nil {
+		t.Fatalf("snapshot after an update while paused: %v", err)
+	}
+	m.Stop()
+	m.Wait()
+	m2, err := Restore(h, files, RestoreOptions{}, io.Discard, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { m2.Stop(); m2.Wait() }()
+	if got := m2.Config().Drives; len(got) != 2 || got[1].Path != last {
+		t.Errorf("restored drives %+v, want data on %s", got, last)
+	}
+	// A restored machine, not started: its drives can change too.
+	if err := m2.UpdateDrive("data", next); err != nil || m2.Config().Drives[1].Path != next {
+		t.Errorf("update on a restored machine: %v, drives %+v", err, m2.Config().Drives)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
+	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/devices/pl011"
 	"github.com/squibvm/squib/devices/pl031"
 	"github.com/squibvm/squib/gic"
@@ -61,7 +63,7 @@ type Machine struct {
 	outcome  Outcome
 	err      error
 
-	ctl    sync.Mutex // serializes Pause, Resume, Snapshot and a restored machine's Start
+	ctl    sync.Mutex // serializes Pause, Resume, Snapshot, UpdateDrive and a restored machine's Start
 	paused bool       // under ctl: the vCPUs stopped and the devices quiesced
 	exits  exitCounters
 
@@ -257,11 +259,15 @@ func (m *Machine) Start(input io.Reader) {
 func (m *Machine) Running() <-chan struct{} { return m.running }
 
 // Config is the configuration m runs: for a restored machine, the snapshot's
-// vCPUs, memory and command line, with the restore's dirty-page tracking.
-// Its boot files are not kept open.
+// vCPUs, memory and command line, with the restore's dirty-page tracking;
+// its drives with the files they have now (see UpdateDrive). Its boot files
+// are not kept open.
 func (m *Machine) Config() Config {
+	m.ctl.Lock()
+	defer m.ctl.Unlock()
 	c := m.plan.Config
 	c.Kernel, c.Initrd = loader.File{}, loader.File{}
+	c.Drives = slices.Clone(c.Drives)
 	return c
 }
 
@@ -292,6 +298,39 @@ func (m *Machine) Resume() error {
 	}
 	m.paused = false
 	return nil
+}
+
+// UpdateDrive makes the image at path drive id's medium (PATCH /drives) on
+// a started machine, running or paused, or a restored one: the drive's
+// device is quiesced while blk swaps its file, so that no request is
+// half-served across the swap, and the guest's driver is then told of the
+// new capacity (configuration space, ConfigGeneration and a configuration
+// change interrupt). A paused machine's device stays quiesced until Resume.
+// On an error the drive keeps its file.
+func (m *Machine) UpdateDrive(id, path string) error {
+	m.ctl.Lock()
+	defer m.ctl.Unlock()
+	select {
+	case <-m.stopping:
+		return errors.New("the VM has ended")
+	default:
+	}
+	i := slices.IndexFunc(m.plan.Drives, func(d blk.Config) bool { return d.ID == id })
+	if i < 0 {
+		return fmt.Errorf("the microVM has no drive %q", id)
+	}
+	j := slices.IndexFunc(m.devices, func(d Device) bool { return d.Name() == driveName(id) })
+	v := m.devices[j].(*virtioDevice)
+	d := v.dev.(drive)
+	v.Quiesce()
+	if !m.paused {
+		defer v.Unquiesce()
+	}
+	if err := d.Swap(path); err != nil {
+		return err
+	}
+	m.plan.Drives[i].Path = path
+	return v.UpdateConfig(0, d.Config())
 }
 
 // broadcast sends a command to every vCPU and waits for all to act on it;
@@ -338,7 +377,9 @@ func (m *Machine) end(o Outcome, err error) {
 func (m *Machine) Wait() (Outcome, error) {
 	<-m.stopping
 	m.wg.Wait()
+	m.ctl.Lock() // not while UpdateDrive swaps a drive's file
 	m.closeDevices()
+	m.ctl.Unlock()
 	err := m.vm.Close()
 	if cerr := m.ram.Close(); err == nil {
 		err = cerr

@@ -106,6 +106,7 @@ func Prepare(cfg Config) (*Plan, error) {
 	if cfg.MemoryMiB == 0 || cfg.MemoryMiB > MaxRAM>>20 {
 		return nil, fmt.Errorf("--memory %d: must be between 1 and %d MiB", cfg.MemoryMiB, uint64(MaxRAM>>20))
 	}
+	cfg.Drives = slices.Clone(cfg.Drives) // the plan's own: UpdateDrive changes them
 	if err := cfg.rootDrive(); err != nil {
 		return nil, err
 	}

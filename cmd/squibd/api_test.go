@@ -171,7 +171,7 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/snapshot/load", `{"mem_file_path": "m"}`, deser + "missing field `snapshot_path`."},
 		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, loadFault()},
 		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, deser + "missing field `is_root_device`."},
-		{"PATCH", "/drives/rootfs", `{"drive_id": "rootfs"}`, "squibd does not support changing a drive yet"},
+		{"PATCH", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": "` + missing + `"}`, "The requested operation is not supported before starting the microVM."},
 		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
 		{"PUT", "/vsock", `{"guest_cid": 3}`, "squibd does not support vsock yet"},
 		{"PUT", "/entropy", `{"rate_limiter": null, "bogus": 1}`, deser + `json: unknown field "bogus".`},

@@ -120,42 +120,90 @@ type Device struct {
 	ram     *memory.RAM
 	cfg     Config
 	f       *os.File
-	size    int64  // bytes, when opened
+	size    int64  // bytes, when opened or swapped in
 	sectors uint64 // capacity: size / 512 (a partial last sector is hidden)
 }
 
 // Open opens c's image for a device over ram: read-only drives O_RDONLY,
 // writable ones O_RDWR and locked. Errors name the drive and the file.
 func Open(c Config, ram *memory.RAM) (*Device, error) {
+	d := &Device{ram: ram}
+	if err := d.open(c); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Swap makes the image at path the drive's medium (PATCH /drives), opened
+// as Open opens it, and closes the old one, letting its lock go; the
+// capacity becomes the new file's. A path naming the file the drive has
+// open (the same path after the file was resized, or the file moved) keeps
+// its descriptor and lock, and only the size is read again. On an error
+// the old medium stays. The transport must be quiesced, so that no request
+// is half-served across the swap; it then has to be told the new Config.
+func (d *Device) Swap(path string) error {
+	old := d.f
+	c := d.cfg
+	c.Path = path
+	if err := d.open(c); err != nil {
+		return err
+	}
+	if d.f != old {
+		old.Close()
+	}
+	return nil
+}
+
+// open opens c's image and makes it the device's, with its configuration
+// and size, unless that fails. The file d has open already, if c names it,
+// is kept instead of opened again: a second descriptor could not take the
+// lock the first holds.
+func (d *Device) open(c Config) error {
 	flag := os.O_RDWR
 	if c.ReadOnly {
 		flag = os.O_RDONLY
 	}
 	f, err := os.OpenFile(c.Path, flag, 0)
 	if err != nil {
-		return nil, fmt.Errorf("drive %s: %w", c.ID, err)
+		return fmt.Errorf("drive %s: %w", c.ID, err)
 	}
-	if !c.ReadOnly {
+	if d.f != nil && sameFile(f, d.f) {
+		f.Close()
+		f = d.f
+	} else if !c.ReadOnly {
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("drive %s: %s is locked by another process that has it open for writing", c.ID, c.Path)
+				return fmt.Errorf("drive %s: %s is locked by another process that has it open for writing", c.ID, c.Path)
 			}
-			return nil, fmt.Errorf("drive %s: locking %s: %w", c.ID, c.Path, err)
+			return fmt.Errorf("drive %s: locking %s: %w", c.ID, c.Path, err)
 		}
 	}
 	size, err := f.Seek(0, io.SeekEnd) // a block device's size too
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("drive %s: %s: %w", c.ID, c.Path, err)
+		if f != d.f {
+			f.Close()
+		}
+		return fmt.Errorf("drive %s: %s: %w", c.ID, c.Path, err)
 	}
-	return &Device{ram: ram, cfg: c, f: f, size: size, sectors: uint64(size) / sectorSize}, nil
+	d.cfg, d.f, d.size, d.sectors = c, f, size, uint64(size)/sectorSize
+	return nil
+}
+
+// sameFile reports whether a and b are open on the same file.
+func sameFile(a, b *os.File) bool {
+	ai, err := a.Stat()
+	if err != nil {
+		return false
+	}
+	bi, err := b.Stat()
+	return err == nil && os.SameFile(ai, bi)
 }
 
 // Close closes the image, letting its lock go.
 func (d *Device) Close() error { return d.f.Close() }
 
-// Size is the image's size in bytes when it was opened.
+// Size is the image's size in bytes when it was opened or swapped in.
 func (d *Device) Size() int64 { return d.size }
 
 // State flushes a Writeback drive's writes to stable storage and returns

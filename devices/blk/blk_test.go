@@ -283,3 +283,102 @@ func TestState(t *testing.T) {
 		t.Fatalf("State() = %+v, %v", s, err)
 	}
 }
+
+// TestSwap gives a running drive a new image, as PATCH /drives does: with
+// the transport quiesced across the swap and then told the new
+// configuration, the driver sees the new capacity under a new
+// ConfigGeneration with a configuration change interrupt, reads the new
+// file's bytes, and the old file's lock is gone. A file that cannot be
+// opened leaves the drive on its old one; the file the drive has open,
+// resized, is taken again without a second lock.
+func TestSwap(t *testing.T) {
+	old := image(t)
+	g := newGuest(t, Config{ID: "d", Path: old})
+	next := filepath.Join(t.TempDir(), "next.img")
+	want := bytes.Repeat([]byte{0x5a}, 2*imageSize)
+	if err := os.WriteFile(next, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	capacity := func() uint64 { return g.Tr.Read(0x100, 8) }
+	swap := func(path string) error {
+		g.Tr.Quiesce()
+		defer g.Tr.Unquiesce()
+		if err := g.dev.Swap(path); err != nil {
+			return err
+		}
+		return g.Tr.UpdateConfig(0, g.dev.Config())
+	}
+	gen := g.R(0x0fc)
+	if err := swap(next); err != nil {
+		t.Fatal(err)
+	}
+	if c := capacity(); c != 2*imageSize/512 || g.R(0x0fc) == gen || g.R(0x060)&2 == 0 {
+		t.Fatalf("after the swap: capacity %d, generation %d (was %d), interrupt status %#x; want %d, a new generation, bit 1",
+			c, g.R(0x0fc), gen, g.R(0x060), 2*imageSize/512)
+	}
+	g.Tr.Write(0x064, 4, 2) // InterruptACK
+	if n, s := g.req(typeIn, 2*imageSize/512-1, []buf{{Addr: bufArea, N: 512, Write: true}}); n != 513 || s != statusOK ||
+		!bytes.Equal(g.Bytes(bufArea, 512), want[:512]) {
+		t.Fatalf("IN of the new image's last sector: used %d status %d", n, s)
+	}
+	if d, err := Open(Config{ID: "other", Path: old}, nil); err != nil {
+		t.Errorf("the old image is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	if _, err := Open(Config{ID: "other", Path: next}, nil); err == nil || !strings.Contains(err.Error(), "is locked") {
+		t.Errorf("a second writer of the new image: %v, want it refused as locked", err)
+	}
+
+	gen = g.R(0x0fc)
+	missing := filepath.Join(t.TempDir(), "missing.img")
+	if err := swap(missing); err == nil || !strings.Contains(err.Error(), "drive d: open "+missing) {
+		t.Errorf("swap to a missing file: %v", err)
+	}
+	if s, _ := g.dev.State(); s.Path != next || s.Size != 2*imageSize || capacity() != 2*imageSize/512 || g.R(0x0fc) != gen {
+		t.Errorf("after a failed swap: state %+v, capacity %d; want the new image kept", s, capacity())
+	}
+	if _, s := g.req(typeIn, 0, []buf{{Addr: bufArea, N: 512, Write: true}}); s != statusOK || !bytes.Equal(g.Bytes(bufArea, 512), want[:512]) {
+		t.Errorf("IN after a failed swap: status %d, or not the new image's bytes", s)
+	}
+
+	if err := os.Truncate(next, imageSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := swap(next); err != nil {
+		t.Fatalf("swap to the same file, resized: %v", err)
+	}
+	if s, _ := g.dev.State(); capacity() != imageSize/512 || s.Size != imageSize {
+		t.Errorf("after the resize: capacity %d, size %d", capacity(), s.Size)
+	}
+	if _, s := g.req(typeIn, imageSize/512, []buf{{Addr: bufArea, N: 512, Write: true}}); s != statusIOErr {
+		t.Errorf("IN beyond the shrunk capacity: status %d, want IOERR", s)
+	}
+}
+
+// TestSwapReadOnly: a read-only drive's new image is opened read-only (a
+// file without write permission serves) and not locked.
+func TestSwapReadOnly(t *testing.T) {
+	g := newGuest(t, Config{ID: "ro", Path: image(t), ReadOnly: true})
+	next := image(t)
+	if err := os.Chmod(next, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	g.Tr.Quiesce()
+	err := g.dev.Swap(next)
+	g.Tr.Unquiesce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(next, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(Config{ID: "w", Path: next}, nil)
+	if err != nil {
+		t.Fatalf("a writer of the read-only drive's new image: %v", err)
+	}
+	d.Close()
+	if _, s := g.req(typeOut, 0, []buf{{Addr: bufArea, N: 512, Write: false}}); s != statusIOErr {
+		t.Errorf("OUT after the swap: status %d, want IOERR", s)
+	}
+}
