@@ -7,9 +7,15 @@
 #
 # Layout of L1's root, from base.cpio:
 #   /init               l1-init
+#   /bin/iobench        iobench.c, static: the block benchmark the guest
+#                       runs too, for the floor under squibd's drives
 #   /guest/Image        the L2 guest kernel, raw
 #   /guest/Image.gz     the same, gzip'd
 #   /guest/initrd.gz    the L2 guest initramfs (guest-init as /init)
+#   /guest/rootfs.ext4.gz  the L2 ext4 root filesystem (build-rootfs.sh)
+#   /sbin/debugfs, /sbin/e2fsck  Debian's arm64 e2fsprogs with the libraries
+#                       they need under /lib: a guest-written ext4 image is
+#                       checked and read in L1, outside the guest
 . "$(dirname "$0")/lib.sh"
 
 # The L1 kernel: Debian's own 6.12 arm64 build (KVM built in), from
@@ -33,17 +39,30 @@ k4=$(deb "linux-image-$l1_kernel-arm64-unsigned" './boot/vmlinuz-*')
 k16=$(deb "linux-image-$l1_kernel-arm64-16k-unsigned" './boot/vmlinuz-*')
 k61=$(deb "linux-image-$old_kernel-arm64-unsigned" './boot/vmlinuz-*')
 bb=$(deb busybox-static ./bin/busybox)
+e2fs=$(deb e2fsprogs ./sbin/debugfs ./sbin/e2fsck)
+libs=("$(deb libc6 '*/ld-linux-aarch64.so.1' '*/libc.so.6')")
+for p in "libext2fs2 */libext2fs.so.2* */libe2p.so.2*" "libss2 */libss.so.2*" "libcom-err2 */libcom_err.so.2*" \
+	"libblkid1 */libblkid.so.1*" "libuuid1 */libuuid.so.1*"; do
+	read -ra pkg <<<"$p" # no globbing: the patterns are tar's
+	libs+=("$(deb "${pkg[@]}")")
+done
 kernel=$("$LAB/build-kernel.sh")
 initrd=$("$LAB/build-initrd.sh")
-hash=$(cat "$LAB/l1-init" "$LAB/build-l1.sh" "$LAB/lib.sh" <(echo "$k4 $k16 $k61 $bb $kernel $initrd") | key)
+rootfs=$("$LAB/build-rootfs.sh")
+hash=$(cat "$LAB/l1-init" "$LAB/prog/iobench.c" "$LAB/build-l1.sh" "$LAB/lib.sh" <(echo "$k4 $k16 $k61 $bb $e2fs ${libs[*]} $kernel $initrd $rootfs") | key)
 
 build() {
 	local root=$out/root
 	mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/tmp" "$root/guest"
 	cp "$bb/bin/busybox" "$root/bin/"
 	ln -s busybox "$root/bin/sh"
+	cross_static "$LAB/prog/iobench.c" "$root/bin/iobench"
 	install -m 0755 "$LAB/l1-init" "$root/init"
-	cp "$kernel/Image" "$kernel/Image.gz" "$initrd" "$root/guest/"
+	cp "$kernel/Image" "$kernel/Image.gz" "$initrd" "$rootfs" "$root/guest/"
+	mkdir -p "$root/sbin" "$root/lib/aarch64-linux-gnu"
+	cp "$e2fs/sbin/debugfs" "$e2fs/sbin/e2fsck" "$root/sbin/"
+	cp -a "${libs[0]}/lib/ld-linux-aarch64.so.1" "$root/lib/"
+	find "${libs[@]}" -path '*/aarch64-linux-gnu/*' -exec cp -a -t "$root/lib/aarch64-linux-gnu/" {} +
 	newc_tree "$root" >"$out/base.cpio"
 	rm -rf "$root"
 	ln "$k4"/boot/vmlinuz-* "$out/vmlinuz-4k"

@@ -87,3 +87,14 @@ newc_entry() {
 		"$1" "$((8#$3))" 0 0 1 0 0 0 0 "${4:-0}" "${5:-0}" "$n" 0 "$2"
 	head -c $(((4 - (110 + n) % 4) % 4)) /dev/zero
 }
+
+# cross_static SRC OUT: compiles the lab's C program SRC into OUT, a static
+# arm64 binary (the L2 guest and the L1 host both run it), stripped if
+# binutils' arm64 strip is there.
+cross_static() {
+	command -v aarch64-linux-gnu-gcc >/dev/null || die "aarch64-linux-gnu-gcc missing (run lab/setup.sh)"
+	aarch64-linux-gnu-gcc -static -Os -Wall -Wextra -Werror -o "$2" "$1"
+	if command -v aarch64-linux-gnu-strip >/dev/null; then
+		aarch64-linux-gnu-strip "$2"
+	fi
+}

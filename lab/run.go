@@ -57,11 +57,13 @@ const Unfinished = -1
 //	/guest/Image       the L2 guest kernel, raw (GuestFiles.Image)
 //	/guest/Image.gz    the same, gzip'd (GuestFiles.ImageGz)
 //	/guest/initrd.gz   the L2 initramfs (GuestFiles.Initrd)
+//	/guest/rootfs.ext4.gz  the L2 ext4 root filesystem, gzip'd
 //	Files              at the paths given as keys
 //
 // The guest's init reads squib.test=NAME from its command line, with NAME
-// one of poweroff (default), cpus, reboot, counter, workload, rng or shell; see
-// lab/guest-init for the markers each prints.
+// one of poweroff (default), cpus, reboot, counter, workload, rng, blk,
+// rootfs, diskloop, hostile, blkbench or shell; see lab/guest-init for the
+// markers each prints.
 type Options struct {
 	PageSize PageSize          // L1 page size: Page4K (default) or Page16K
 	Linux61  bool              // L1 runs Debian's Linux 6.1 (4 KiB pages), whose KVM has no SMCCC filter

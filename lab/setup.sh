@@ -21,6 +21,8 @@ done
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 [ -e /usr/include/libelf.h ] || need+=(libelf-dev)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+[ -e /usr/aarch64-linux-gnu/lib/libc.a ] || need+=(libc6-dev-arm64-cross) # static guest programs
+command -v mke2fs >/dev/null 2>&1 || need+=(e2fsprogs) # the guest's ext4 root drive
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates) # Go modules and toolchains over HTTPS
 
 # bookworm-backports carries linux 6.12 (source for the guest kernel, arm64
