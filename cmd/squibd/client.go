@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/squibvm/squib/api"
@@ -20,7 +21,7 @@ const clientTimeout = time.Minute
 const defaultPower = "saved"
 
 // clientCmd runs the client commands, which talk to a running squibd:
-// status, pause, resume and snapshot create|load. On success each prints
+// status, pause, resume, drive and snapshot create|load. On success each prints
 // the microVM's state; on a fault it prints the server's fault message and
 // fails.
 func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error) {
@@ -39,8 +40,12 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "API socket `path` of the squibd to talk to")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
-	var snapshot, mem, power string
+	var snapshot, mem, power, driveID, drivePath string
 	var resume, diff, copyMem, track bool
+	if name == "drive" {
+		fs.StringVar(&driveID, "id", "", "the drive's `id` (its drive_id)")
+		fs.StringVar(&drivePath, "path", "", "the image `file` to make its medium")
+	}
 	if name == "snapshot" {
 		fs.StringVar(&snapshot, "snapshot", "", "snapshot state `file`")
 		fs.StringVar(&mem, "mem", "", "guest memory `file`")
@@ -61,6 +66,9 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	if *socket == "" {
 		return 0, usageError{"--socket is required"}
 	}
+	if name == "drive" && (driveID == "" || drivePath == "") {
+		return 0, usageError{"usage: squibd drive --socket PATH --id DRIVE --path FILE"}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
@@ -72,6 +80,8 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 		err = c.SetState(ctx, api.VMPaused)
 	case "resume":
 		err = c.SetState(ctx, api.VMResumed)
+	case "drive":
+		err = c.Do(ctx, http.MethodPatch, "/drives/"+url.PathEscape(driveID), api.PartialDrive{DriveID: &driveID, PathOnHost: &drivePath}, nil)
 	case "snapshot create":
 		typ := "Full"
 		if diff {

@@ -36,10 +36,11 @@ commands:
   status    show the microVM of the squibd listening on --socket PATH
   pause     pause it
   resume    resume it
+  drive     --id DRIVE --path FILE: make FILE the medium of its drive DRIVE (PATCH /drives)
   snapshot  create|load --snapshot FILE --mem FILE: snapshot it, or restore a snapshot;
             describe|verify|merge: inspect, check or merge snapshot files (offline, no --socket)
   help      show this text
-The client commands (status, pause, resume, snapshot) take --socket PATH,
+The client commands (status, pause, resume, drive, snapshot) take --socket PATH,
 and --json to print JSON.
 
 API mode serves Firecracker's HTTP API on a Unix socket and boots the
@@ -92,7 +93,7 @@ func squibd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		status, err = runCmd(args[1:], stdin, stdout, stderr)
-	case "status", "pause", "resume", "snapshot":
+	case "status", "pause", "resume", "drive", "snapshot":
 		status, err = clientCmd(args[0], args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)

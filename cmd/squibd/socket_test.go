@@ -219,6 +219,8 @@ func TestClientCommands(t *testing.T) {
 		{[]string{"resume", "--socket", d.sock}, exitError, "squibd: " + notStarted + "\n"},
 		{[]string{"snapshot", "create", "--socket", d.sock, "--snapshot", "s", "--mem", "m"}, exitError, "squibd: " + notStarted + "\n"},
 		{[]string{"snapshot", "load", "--socket", d.sock, "--snapshot", "s", "--mem", "m", "--resume"}, exitError, "squibd: " + loadFault()},
+		{[]string{"drive", "--socket", d.sock, "--id", "rootfs", "--path", "b.ext4"}, exitError, "squibd: " + notStarted + "\n"},
+		{[]string{"drive", "--socket", d.sock, "--id", "rootfs"}, exitUsage, "usage: squibd drive --socket PATH --id DRIVE --path FILE"},
 		{[]string{"snapshot", "--socket", d.sock}, exitUsage, "usage: squibd snapshot create|load"},
 		{[]string{"status"}, exitUsage, "--socket is required"},
 		{[]string{"status", "--socket", d.sock, "extra"}, exitUsage, `unexpected argument "extra"`},
@@ -235,10 +237,10 @@ func TestClientCommands(t *testing.T) {
 	}
 }
 
-// TestClientSnapshotLoadBody checks the bytes "squibd snapshot load" sends:
-// squib's own fields, and options left at their defaults, are left out, so
-// that the default request is one Firecracker accepts.
-func TestClientSnapshotLoadBody(t *testing.T) {
+// TestClientBodies checks the requests "squibd snapshot load" and "squibd
+// drive" send: squib's own fields, and options left at their defaults, are
+// left out, so that the default request is one Firecracker accepts.
+func TestClientBodies(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -246,10 +248,10 @@ func TestClientSnapshotLoadBody(t *testing.T) {
 	}
 	bodies := make(chan string, 1)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method + " " + r.URL.Path {
-		case "PUT /snapshot/load":
+		switch r.Method + " " + r.URL.EscapedPath() {
+		case "PUT /snapshot/load", "PATCH /drives/root%20fs":
 			b, _ := io.ReadAll(r.Body)
-			bodies <- string(b)
+			bodies <- r.Method + " " + string(b)
 			w.WriteHeader(http.StatusNoContent)
 		case "GET /":
 			io.WriteString(w, `{"id":"fc","state":"Paused","vmm_version":"1.16.1","app_name":"Firecracker"}`)
@@ -276,9 +278,16 @@ func TestClientSnapshotLoadBody(t *testing.T) {
 		if _, stderr, status := runClient(t, args...); status != exitOK {
 			t.Fatalf("%v: status %d, %q", c.flags, status, stderr)
 		}
-		if got := <-bodies; got != c.want {
+		if got := <-bodies; got != "PUT "+c.want {
 			t.Errorf("%v: sent %s, want %s", c.flags, got, c.want)
 		}
+	}
+
+	if _, stderr, status := runClient(t, "drive", "--socket", sock, "--id", "root fs", "--path", "/images/b.ext4"); status != exitOK {
+		t.Fatalf("drive: status %d, %q", status, stderr)
+	}
+	if got, want := <-bodies, `PATCH {"drive_id":"root fs","path_on_host":"/images/b.ext4"}`; got != want {
+		t.Errorf("drive: sent %s, want %s", got, want)
 	}
 }
 
