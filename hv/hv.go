@@ -12,6 +12,7 @@ package hv
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/squibvm/squib/gic"
@@ -56,6 +57,17 @@ type VM interface {
 	InKernelPSCI() bool
 	// Close releases the VM. All vCPUs must be closed first.
 	Close() error
+}
+
+// DoorbellVM is a VM that can take a guest's 32-bit write of one value to
+// one address without an exit to the VMM (KVM's ioeventfd): the write only
+// wakes a reader. Hypervisor.framework has nothing like it; there every
+// such write is an MMIO exit, which the VMM handles the same way.
+type DoorbellVM interface {
+	// Doorbell returns a reader whose Read returns an 8-byte count once
+	// at least one such write happened since the previous Read; Close
+	// ends a Read in progress.
+	Doorbell(addr uint64, value uint32) (io.ReadCloser, error)
 }
 
 // VCPU is one virtual CPU, owned by one locked OS thread (see the package doc).

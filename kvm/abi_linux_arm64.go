@@ -11,6 +11,7 @@ const (
 	kvmGetDirtyLog         = 0x4010AE42
 	kvmSetUserMemoryRegion = 0x4020AE46
 	kvmIRQLine             = 0x4008AE61
+	kvmIOEventFD           = 0x4040AE79
 	kvmGetMPState          = 0x8004AE98
 	kvmSetMPState          = 0x4004AE99
 	kvmRun                 = 0xAE80
@@ -128,6 +129,18 @@ type vcpuInit struct {
 	Target   uint32
 	Features [7]uint32
 }
+
+// ioEventFD is struct kvm_ioeventfd (virtio.md §8.1).
+type ioEventFD struct {
+	Datamatch uint64
+	Addr      uint64
+	Len       uint32
+	FD        int32
+	Flags     uint32
+	_         [36]byte
+}
+
+const ioEventFDDatamatch = 1 // KVM_IOEVENTFD_FLAG_DATAMATCH
 
 type irqLevel struct {
 	IRQ   uint32

@@ -8,6 +8,15 @@
 // kept as (group, attr, value) triples in gic.State.Blob, and dirty-page
 // tracking through KVM's dirty log (kvm-arm64.md §1.9-§1.12, §2).
 //
+// VM also implements hv.DoorbellVM with ioeventfds, so that a virtio
+// driver's QueueNotify writes wake the device goroutine without an exit to
+// squibd; SQUIB_KVM_IOEVENTFD=off in squibd's environment turns them off
+// (every notify is then an MMIO exit, as on Hypervisor.framework), for
+// benchmarks that compare the two. Interrupts stay KVM_IRQ_LINE from the
+// device goroutine: an irqfd would replace that one ioctl with one eventfd
+// write, and squib's virtio lines are level, lowered by the driver's
+// InterruptACK, which exits anyway.
+//
 // The backend exists only on linux/arm64; elsewhere the package is empty.
 // Every unsafe operation lives in ioctl_unsafe.go.
 package kvm

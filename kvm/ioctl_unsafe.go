@@ -19,6 +19,8 @@ var (
 	_ [unsafe.Sizeof(dirtyLog{}) - 16]byte
 	_ [32 - unsafe.Sizeof(vcpuInit{})]byte
 	_ [unsafe.Sizeof(vcpuInit{}) - 32]byte
+	_ [64 - unsafe.Sizeof(ioEventFD{})]byte
+	_ [unsafe.Sizeof(ioEventFD{}) - 64]byte
 	_ [8 - unsafe.Sizeof(irqLevel{})]byte
 	_ [unsafe.Sizeof(irqLevel{}) - 8]byte
 	_ [16 - unsafe.Sizeof(oneReg{})]byte

@@ -3,6 +3,7 @@ package kvm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
 	"runtime"
@@ -214,6 +215,28 @@ func (vm *VM) SetSPI(intid uint32, level bool) error {
 		return fmt.Errorf("KVM_IRQ_LINE INTID %d: %w", intid, err)
 	}
 	return nil
+}
+
+// Doorbell implements hv.DoorbellVM with an ioeventfd: a guest's 32-bit
+// write of value to addr signals an eventfd inside KVM, with no exit to
+// squibd; the returned file reads its 8-byte count. Unless
+// SQUIB_KVM_IOEVENTFD=off, which leaves every such write an MMIO exit (for
+// benchmarks that compare the two).
+func (vm *VM) Doorbell(addr uint64, value uint32) (io.ReadCloser, error) {
+	if os.Getenv("SQUIB_KVM_IOEVENTFD") == "off" {
+		return nil, errors.New("SQUIB_KVM_IOEVENTFD=off")
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	e := &ioEventFD{Datamatch: uint64(value), Addr: addr, Len: 4, FD: int32(fd), Flags: ioEventFDDatamatch}
+	if _, err := ioctlPtr(vm.fd, kvmIOEventFD, e); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("KVM_IOEVENTFD at %#x for %d: %w", addr, value, err)
+	}
+	// Non-blocking, so a Read waits in Go's poller and Close ends it.
+	return os.NewFile(uintptr(fd), "ioeventfd"), nil
 }
 
 // Close closes the VM; its vCPUs must be closed already.

@@ -25,7 +25,9 @@
 //   - vCPU threads call Transport.Read and Transport.Write. They take only
 //     the register lock, which no one holds across device work: a
 //     QueueNotify sets a bit and wakes the device goroutine without
-//     waiting. Only a Status write waits, for a running Handle to return:
+//     waiting. Where the hypervisor takes QueueNotify writes without an
+//     exit (KVM's ioeventfd), the VMM's doorbell reader calls
+//     Transport.Notify instead, to the same effect. Only a Status write waits, for a running Handle to return:
 //     the device must be off the queues when a reset completes.
 //   - The device goroutine calls Device.Handle for each notified queue, one
 //     at a time; Queue methods are called only from Handle. Handle pushes

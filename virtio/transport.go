@@ -14,6 +14,10 @@ import (
 // Size is the length of a transport's MMIO window.
 const Size = 0x1000
 
+// NotifyOffset is QueueNotify's offset in the window: a driver notifies
+// queue i with a 32-bit write of i there (§4.2.2).
+const NotifyOffset = 0x050
+
 // Register offsets of virtio-mmio version 2 (§4.2.2).
 const (
 	regMagic             = 0x000
@@ -28,7 +32,7 @@ const (
 	regQueueNumMax       = 0x034
 	regQueueNum          = 0x038
 	regQueueReady        = 0x044
-	regQueueNotify       = 0x050
+	regQueueNotify       = NotifyOffset
 	regInterruptStatus   = 0x060
 	regInterruptACK      = 0x064
 	regStatus            = 0x070
@@ -259,7 +263,7 @@ func (t *Transport) Write(off uint64, size int, v uint64) {
 	w := uint32(v)
 	switch off {
 	case regQueueNotify:
-		t.notify(w)
+		t.Notify(w)
 		return
 	case regStatus:
 		t.writeStatus(w)
@@ -336,9 +340,11 @@ func (t *Transport) writeQueue(off uint64, w uint32) {
 	}
 }
 
-// notify is QueueNotify: it marks queue i for the device goroutine and
-// wakes it, without waiting for anything.
-func (t *Transport) notify(i uint32) {
+// Notify is a QueueNotify write of i: it marks queue i for the device
+// goroutine and wakes it, without waiting for anything. A VMM whose
+// hypervisor takes QueueNotify writes without an exit (KVM's ioeventfd at
+// NotifyOffset) calls it from there; it may be called from any goroutine.
+func (t *Transport) Notify(i uint32) {
 	if i >= uint32(len(t.queues)) {
 		t.log.warn("notify", "virtio: notification of a queue the device does not have ignored", "device", t.id, "queue", i)
 		return

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/squibvm/squib/devices/pl011"
 	"github.com/squibvm/squib/devices/pl031"
 	"github.com/squibvm/squib/gic"
+	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/snapshot"
 	"github.com/squibvm/squib/virtio"
 )
@@ -106,10 +108,40 @@ func (r rtc) Restore(b cbor.RawMessage) error {
 // type, at the window and SPI the board gave it.
 type virtioDevice struct {
 	*virtio.Transport
-	dev  virtio.Device
-	name string
-	base uint64
-	spi  gic.SPI
+	dev       virtio.Device
+	name      string
+	base      uint64
+	spi       gic.SPI
+	doorbells []io.Closer
+}
+
+// ringDoorbells has the hypervisor take the driver's QueueNotify writes
+// without exits where it can (hv.DoorbellVM), one doorbell per queue, each
+// read by a goroutine that notifies the transport. Where it cannot, or a
+// doorbell fails, the writes exit as MMIO and the transport gets them
+// through the bus: the same notification, only dearer.
+func (d *virtioDevice) ringDoorbells(vm hv.VM, log *slog.Logger) {
+	db, ok := vm.(hv.DoorbellVM)
+	if !ok {
+		return
+	}
+	for i := range d.dev.QueueSizes() {
+		r, err := db.Doorbell(d.base+virtio.NotifyOffset, uint32(i))
+		if err != nil {
+			log.Info("queue notifications exit to squibd", "device", d.name, "queue", i, "reason", err)
+			continue
+		}
+		d.doorbells = append(d.doorbells, r)
+		go func() {
+			var count [8]byte
+			for {
+				if _, err := r.Read(count[:]); err != nil {
+					return // closed
+				}
+				d.Notify(uint32(i))
+			}
+		}()
+	}
 }
 
 // virtioState is a virtio-mmio device's state in a snapshot: where the
@@ -172,6 +204,9 @@ func (d *virtioDevice) Restore(b cbor.RawMessage) error {
 // Close stops the transport, then closes the device type's resources (a
 // drive's file).
 func (d *virtioDevice) Close() {
+	for _, r := range d.doorbells {
+		r.Close()
+	}
 	d.Transport.Close()
 	closeDevice(d.dev)
 }

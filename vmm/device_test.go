@@ -16,6 +16,8 @@ import (
 	"github.com/squibvm/squib/hv/hvtest"
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/snapshot"
+	"github.com/squibvm/squib/virtio"
+	"github.com/squibvm/squib/virtio/virtiotest"
 )
 
 // rngDriver plays the guest's virtio-rng driver through a machine's MMIO
@@ -229,5 +231,48 @@ func TestRNGSnapshotRestore(t *testing.T) {
 			}
 			t.Errorf("%s: restore error %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestDoorbells: where the hypervisor takes QueueNotify writes as
+// doorbells (KVM's ioeventfd), one per queue, ringing queue 0's has the
+// device serve it with no MMIO write; where it has none, the MMIO write
+// does the same. Once the machine has ended, the doorbells are closed.
+func TestDoorbells(t *testing.T) {
+	for _, bells := range []bool{true, false} {
+		t.Run(fmt.Sprintf("doorbells=%v", bells), func(t *testing.T) {
+			h := &hvtest.Hypervisor{Doorbells: bells}
+			plan, err := Prepare(Config{Kernel: loader.Bytes(testKernel(8 << 20)), Cmdline: "x", VCPUs: 1, MemoryMiB: 64, RNG: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := New(h, plan, io.Discard, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Start(nil)
+			i := slices.IndexFunc(m.devices, func(d Device) bool { return d.Name() == rngName })
+			v := m.devices[i].(*virtioDevice)
+			drv := virtiotest.Start(t, v.Transport, m.ram, m.ram.Bytes(), 4)
+			notify := v.base + virtio.NotifyOffset
+			if bells {
+				drv.Notify = func() {
+					if err := h.Ring(notify, 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if n := drv.Give(virtiotest.Buf{Addr: m.ram.Base() + 0x8000, N: 64, Write: true}); n != 64 {
+				t.Errorf("used length %d, want 64", n)
+			}
+			if err := h.Ring(notify, 1); err == nil {
+				t.Error("a doorbell for queue 1 of a device with one queue")
+			}
+			m.Stop()
+			m.Wait()
+			if err := h.Ring(notify, 0); bells && err == nil {
+				t.Error("the doorbell still rings after the machine ended: its reader was not closed")
+			}
+		})
 	}
 }

@@ -155,12 +155,14 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 		if err != nil {
 			return nil, err
 		}
-		t, err := virtio.New(dev, m.ram, m.irqLine(s.spi), log)
+		t, err := virtio.New(dev, m.ram, m.irqLine(s.spi), log.With("device", s.name))
 		if err != nil {
 			closeDevice(dev)
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
-		m.addDevice(&virtioDevice{Transport: t, dev: dev, name: s.name, base: s.base, spi: s.spi})
+		v := &virtioDevice{Transport: t, dev: dev, name: s.name, base: s.base, spi: s.spi}
+		m.addDevice(v)
+		v.ringDoorbells(m.vm, log)
 	}
 
 	// One at a time, in index order: KVM gives the redistributor frames

@@ -1,12 +1,16 @@
 // Package hvtest is a hypervisor for tests of the VMM core and the API on
 // any host: its vCPUs run no guest (Run waits for a Kick), its VMs record
-// the interrupt lines they are asked to drive, and they save and restore
+// the interrupt lines they are asked to drive, take doorbells if asked to
+// (Hypervisor.Doorbells), and they save and restore
 // placeholder vCPU and GIC state, so that a machine can be built, started,
 // paused, snapshotted and restored without KVM or Hypervisor.framework.
 package hvtest
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sync"
 
 	"github.com/squibvm/squib/gic"
@@ -18,8 +22,13 @@ import (
 // files accept. The zero value is ready to use; one Hypervisor may make
 // several VMs, whose events it records together.
 type Hypervisor struct {
+	// Doorbells makes its VMs take doorbells (hv.DoorbellVM), which Ring
+	// rings; without it Doorbell fails, as where a backend has none.
+	Doorbells bool
+
 	mu     sync.Mutex
 	events []string
+	bells  map[[2]uint64]*os.File // (addr, value) -> the write end
 }
 
 func (h *Hypervisor) Name() string  { return gic.BackendKVM }
@@ -36,6 +45,19 @@ func (h *Hypervisor) Events() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]string(nil), h.events...)
+}
+
+// Ring rings the doorbell of a guest write of value to addr, as the
+// hypervisor would on such a write; it fails if the VMM took none there.
+func (h *Hypervisor) Ring(addr uint64, value uint32) error {
+	h.mu.Lock()
+	w := h.bells[[2]uint64{addr, uint64(value)}]
+	h.mu.Unlock()
+	if w == nil {
+		return fmt.Errorf("hvtest: no doorbell for %d at %#x", value, addr)
+	}
+	_, err := w.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0})
+	return err
 }
 
 func (h *Hypervisor) record(format string, args ...any) {
@@ -69,6 +91,23 @@ func (v *vm) SetSPI(intid uint32, level bool) error {
 	}
 	v.h.record("spi %d %v", intid, level)
 	return nil
+}
+
+func (v *vm) Doorbell(addr uint64, value uint32) (io.ReadCloser, error) {
+	if !v.h.Doorbells {
+		return nil, errors.New("hvtest: no doorbells")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	v.h.mu.Lock()
+	defer v.h.mu.Unlock()
+	if v.h.bells == nil {
+		v.h.bells = map[[2]uint64]*os.File{}
+	}
+	v.h.bells[[2]uint64{addr, uint64(value)}] = w
+	return r, nil
 }
 
 func (v *vm) Close() error {

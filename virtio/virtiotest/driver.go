@@ -24,10 +24,13 @@ const (
 // log, but for avail.idx, which it stores with the accessor the device
 // reads it with.
 type Driver struct {
-	T        *testing.T
-	Mem      []byte // guest RAM, from RAM.Base()
-	RAM      *memory.RAM
-	Tr       *virtio.Transport
+	T   *testing.T
+	Mem []byte // guest RAM, from RAM.Base()
+	RAM *memory.RAM
+	Tr  *virtio.Transport
+	// Notify, if set, notifies queue 0 instead of the QueueNotify write
+	// through Tr (a hypervisor's doorbell).
+	Notify   func()
 	availIdx uint16
 	nextDesc uint16
 }
@@ -97,7 +100,11 @@ func (d *Driver) Give(bufs ...Buf) uint32 {
 	if err := d.RAM.AtomicStore16(avail+2, d.availIdx); err != nil {
 		d.T.Fatal(err)
 	}
-	d.Tr.Write(0x050, 4, 0) // QueueNotify
+	if d.Notify != nil {
+		d.Notify()
+	} else {
+		d.Tr.Write(virtio.NotifyOffset, 4, 0)
+	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		if idx, _ := d.RAM.AtomicLoad16(used + 2); idx == d.availIdx {
 			break
