@@ -34,7 +34,8 @@ func buildForL1(t testing.TB, name string) string {
 // TestAPI runs, in one L1:
 //
 //   - lifecycle: squibd --api-sock boots a counting guest (squib.test=counter)
-//     with the requests Firecracker's Go SDK sends, in its order; GET / says
+//     from the ext4 root drive, with the requests Firecracker's Go SDK
+//     sends, in its order; GET / says
 //     Running, then Paused after PATCH /vm, when the guest's console stands
 //     still, then Running after resuming, when it counts on; the client
 //     commands pause, resume and show the same state; every request that is

@@ -207,3 +207,67 @@ func num(s string) float64 {
 	v, _ := strconv.ParseFloat(s, 64)
 	return v
 }
+
+// BenchmarkBlkLab measures virtio-blk in the lab (testdata/blkbench.sh),
+// on each L1 page size: sequential write and read (1 MiB blocks, 256 MiB)
+// and 4 KiB random reads, by the same program (lab/prog/iobench.c) in the
+// guest on a squibd drive and in L1 on the image file behind it, and the
+// longest gap between the guest's once-a-second ticks during the guest's
+// I/O (a stalled vCPU shows as a gap well over a second). The guest runs
+// twice: with queue notifications through KVM's ioeventfd (the default)
+// and as MMIO exits. L1's /tmp is a RAM filesystem without O_DIRECT, so
+// L1's figures are its page cache's: the floor is memory speed, not a
+// disk's. Emulated: read the ratios.
+func BenchmarkBlkLab(b *testing.B) {
+	lab.Require(b)
+	files := labFiles(b)
+	for range b.N {
+		for _, ps := range []lab.PageSize{lab.Page4K, lab.Page16K} {
+			r := lab.Run(b, lab.Options{PageSize: ps, Files: files, Timeout: 40 * time.Minute,
+				Commands: []lab.Command{{Name: "blkbench", Args: []string{"/bin/sh", "/e2e/blkbench.sh"}}}})[0]
+			if r.ExitCode != 0 {
+				b.Fatalf("%dK: blkbench.sh exited %d (%s)\n%s", ps, r.ExitCode, why(r.Output), r.Output)
+			}
+			host := map[string]map[string]string{}
+			guest := map[string]map[string]map[string]string{"ioeventfd": {}, "exits": {}}
+			ticks := map[string][]float64{}
+			for _, line := range strings.Split(r.Output, "\n") {
+				line = strings.TrimRight(line, "\r")
+				run := "ioeventfd"
+				if rest, ok := strings.CutPrefix(line, "EXITS "); ok {
+					line, run = rest, "exits"
+				}
+				if f := fields(line, "HOST SQUIB-IOBENCH"); f != nil {
+					host[f["op"]] = f
+				} else if f := fields(line, "SQUIB-IOBENCH"); f != nil {
+					guest[run][f["op"]] = f
+				} else if f := fields(line, "SQUIB-GUEST-TICK"); f != nil {
+					ticks[run] = append(ticks[run], num(f["t"]))
+				}
+			}
+			for _, op := range []string{"seqwrite", "seqread", "randread"} {
+				h, g, e := host[op], guest["ioeventfd"][op], guest["exits"][op]
+				if h == nil || g == nil || e == nil {
+					b.Fatalf("%dK: no %s figures from L1 (%v), the guest (%v) or the guest without ioeventfd (%v)\n%s", ps, op, h, g, e, r.Output)
+				}
+				unit := "mib_per_s"
+				if op == "randread" {
+					unit = "iops"
+				}
+				ratio := num(g[unit]) / num(h[unit])
+				b.ReportMetric(ratio, fmt.Sprintf("x-L1-%s-%dK", op, ps))
+				b.Logf("%2dK %-8s L1 %8.1f %s; guest %8.1f (%.2fx L1), without ioeventfd %8.1f (%.2fx L1): ioeventfd %.2fx",
+					ps, op, num(h[unit]), unit, num(g[unit]), ratio, num(e[unit]), num(e[unit])/num(h[unit]), num(g[unit])/num(e[unit]))
+			}
+			for _, run := range []string{"ioeventfd", "exits"} {
+				var gap float64
+				t := ticks[run]
+				for i := 1; i < len(t); i++ {
+					gap = max(gap, t[i]-t[i-1])
+				}
+				b.ReportMetric(gap, fmt.Sprintf("s-max-tick-gap-%s-%dK", run, ps))
+				b.Logf("%2dK guest (%s) ticks during its I/O: %d, longest gap %.2f s", ps, run, len(t), gap)
+			}
+		}
+	}
+}

@@ -5,8 +5,9 @@
 // SQUIB-API-OK, or with SQUIB-API-FAIL and exit status 1 at the first
 // failure. The scenario is its argument:
 //
-//	lifecycle  boot a counting guest (squib.test=counter) with the requests
-//	           Firecracker's Go SDK sends, in its order; pause and resume it
+//	lifecycle  boot a counting guest (squib.test=counter) from the ext4 root
+//	           drive with the requests Firecracker's Go SDK sends, in its
+//	           order (machine, boot source, drives, start); pause and resume it
 //	           through PATCH /vm and the client commands, seeing GET / and
 //	           the guest's console agree; every fault after the start; the
 //	           metrics FlushMetrics writes; 50 clients pausing and resuming
@@ -18,6 +19,7 @@
 package main
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,6 +41,10 @@ import (
 const (
 	kernel = "/guest/Image"
 	initrd = "/guest/initrd.gz"
+	// The lab guest's ext4 root filesystem, and where a scenario unpacks
+	// it to boot from it as a root drive.
+	rootfsGz = "/guest/rootfs.ext4.gz"
+	rootfs   = "/tmp/rootfs.ext4"
 	// bootLimit bounds a guest's boot to its first line of output: the
 	// lab is emulated, and slower when the machine is loaded.
 	bootLimit = 3 * time.Minute
@@ -299,7 +305,7 @@ func (d *daemon) sdkStep(method, path, body string) error {
 
 // boot configures and starts a guest in the Go SDK's order (logger and
 // metrics only when their paths are given).
-func (d *daemon) boot(logPath, metricsPath string, vcpus, memMiB int, test string) error {
+func (d *daemon) boot(logPath, metricsPath string, vcpus, memMiB int, test string, rootDrive bool) error {
 	steps := [][3]string{}
 	if logPath != "" {
 		steps = append(steps, [3]string{"PUT", "/logger",
@@ -308,19 +314,51 @@ func (d *daemon) boot(logPath, metricsPath string, vcpus, memMiB int, test strin
 	if metricsPath != "" {
 		steps = append(steps, [3]string{"PUT", "/metrics", fmt.Sprintf(`{"metrics_path": %q}`, metricsPath)})
 	}
+	source := fmt.Sprintf(`{"kernel_image_path": %q, "initrd_path": %q, "boot_args": %q}`, kernel, initrd, bootArgs(test))
+	if rootDrive {
+		source = fmt.Sprintf(`{"kernel_image_path": %q, "boot_args": %q}`, kernel, bootArgs(test))
+	}
 	steps = append(steps,
 		[3]string{"PUT", "/machine-config", fmt.Sprintf(`{"vcpu_count": %d, "mem_size_mib": %d, "smt": false}`, vcpus, memMiB)},
 		[3]string{"GET", "/machine-config", ""},
-		[3]string{"PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q, "initrd_path": %q, "boot_args": %q}`,
-			kernel, initrd, bootArgs(test))},
-		[3]string{"PUT", "/actions", `{"action_type": "InstanceStart"}`},
+		[3]string{"PUT", "/boot-source", source},
 	)
+	if rootDrive {
+		if err := gunzip(rootfsGz, rootfs); err != nil {
+			return err
+		}
+		steps = append(steps, [3]string{"PUT", "/drives/rootfs",
+			fmt.Sprintf(`{"drive_id": "rootfs", "path_on_host": %q, "is_root_device": true, "is_read_only": false}`, rootfs)})
+	}
+	steps = append(steps, [3]string{"PUT", "/actions", `{"action_type": "InstanceStart"}`})
 	for _, s := range steps {
 		if err := d.sdkStep(s[0], s[1], s[2]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// gunzip writes the gzip'd file src, uncompressed, to dst.
+func gunzip(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	z, err := gzip.NewReader(in)
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, z); err != nil {
+		out.Close()
+		return fmt.Errorf("unpacking %s: %w", src, err)
+	}
+	return out.Close()
 }
 
 // timed sends a request that must succeed with 204, and returns how long
@@ -397,7 +435,7 @@ func lifecycle([]string) error {
 	}
 	defer d.kill()
 	began := time.Now()
-	if err := d.boot(logPath, metricsPath, 2, 256, "counter"); err != nil {
+	if err := d.boot(logPath, metricsPath, 2, 256, "counter", true); err != nil {
 		return err
 	}
 	if err := d.expectState("Running"); err != nil {
@@ -666,7 +704,7 @@ func poweroff([]string) error {
 		return err
 	}
 	defer d.kill()
-	if err := d.boot("", "", 1, 128, "poweroff"); err != nil {
+	if err := d.boot("", "", 1, 128, "poweroff", false); err != nil {
 		return err
 	}
 	if err := d.wait(0, bootLimit); err != nil {
@@ -739,7 +777,7 @@ func bench(args []string) error {
 		return err
 	}
 	defer d.kill()
-	if err := d.boot("", "", 2, 256, "counter"); err != nil {
+	if err := d.boot("", "", 2, 256, "counter", false); err != nil {
 		return err
 	}
 	if err := d.con.waitAbove(0, bootLimit); err != nil {
