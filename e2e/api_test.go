@@ -103,7 +103,7 @@ func TestAPI(t *testing.T) {
 	for _, m := range regexp.MustCompile(`SQUIB-API-REQUEST (\S+ \S+) `).FindAllStringSubmatch(results[0].Output, -1) {
 		got = append(got, m[1])
 	}
-	want := "PUT /logger, PUT /metrics, PUT /machine-config, GET /machine-config, PUT /boot-source, PUT /actions"
+	want := "PUT /logger, PUT /metrics, PUT /machine-config, GET /machine-config, PUT /boot-source, PUT /drives/rootfs, PUT /actions"
 	if strings.Join(got, ", ") != want {
 		t.Errorf("lifecycle: requests sent: %s\nwant %s", strings.Join(got, ", "), want)
 	}
