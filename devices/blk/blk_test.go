@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/squibvm/squib/memory"
@@ -381,4 +382,43 @@ func TestSwapReadOnly(t *testing.T) {
 	if _, s := g.req(typeOut, 0, []buf{{Addr: bufArea, N: 512, Write: false}}); s != statusIOErr {
 		t.Errorf("OUT after the swap: status %d, want IOERR", s)
 	}
+}
+
+// TestZeroPunches: zero leaves zeros in exactly its range, and the
+// file-system blocks wholly inside it are given back (a hole), where the
+// file system of the test's directory can punch holes.
+func TestZeroPunches(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "img")
+	data := bytes.Repeat([]byte{0xa5}, 1<<20)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Sync()
+	before := allocated(t, f)
+	const off, n = 4096 + 100, 256 << 10
+	if err := zero(f, off, n); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	copy(data[off:off+n], make([]byte, n))
+	if !bytes.Equal(got, data) {
+		t.Fatal("the file after zero differs from its data with the range zeroed")
+	}
+	if after := allocated(t, f); after > before-200<<10 {
+		t.Errorf("allocated %d bytes before, %d after: no hole punched", before, after)
+	}
+}
+
+// allocated is the file's allocated size in bytes.
+func allocated(t *testing.T, f *os.File) int64 {
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512
 }
