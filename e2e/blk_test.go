@@ -131,7 +131,7 @@ func checkDiskLoop(t *testing.T, out string) {
 	for _, x := range []string{"b", "c"} {
 		var want []string
 		for i := n + 1; i <= n+5; i++ {
-			want = append(want, fmt.Sprintf("n=%d:ok=4:bad=0:", i))
+			want = append(want, fmt.Sprintf("n=%d:ok=4:bad=0", i))
 		}
 		if got := fields(out, "AFTER "+x)["rounds"]; got != strings.Join(want, ",")+"," {
 			t.Errorf("clone %s's first rounds: %s, want %s", x, got, strings.Join(want, ","))
