@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/loader"
@@ -85,19 +84,7 @@ func TestRootDrive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var console syncBuffer
-	m, err := vmm.New(h, plan, &console, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Start(nil)
-	timeout := time.AfterFunc(2*time.Minute, m.Stop)
-	defer timeout.Stop()
-	outcome, err := m.Wait()
-	out := console.String()
-	if err != nil || outcome != vmm.PowerOff {
-		t.Fatalf("the VM ended with %v (%v), want a power-off; console:\n%s", outcome, err, out)
-	}
+	out := runToPowerOff(t, h, plan)
 	root, written := rootfsRE.FindStringSubmatch(out), writtenRE.FindStringSubmatch(out)
 	switch {
 	case root == nil || written == nil:

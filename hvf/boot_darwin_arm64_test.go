@@ -163,22 +163,7 @@ func TestBoot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var console syncBuffer
-			m, err := vmm.New(h, plan, &console, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
-			if errors.Is(err, hvf.ErrNotEntitled) {
-				t.Skip(notEntitled)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			m.Start(nil)
-			timeout := time.AfterFunc(2*time.Minute, m.Stop)
-			defer timeout.Stop()
-			outcome, err := m.Wait()
-			out := console.String()
-			if err != nil || outcome != vmm.PowerOff {
-				t.Fatalf("the VM ended with %v (%v), want a power-off; console:\n%s", outcome, err, out)
-			}
+			out := runToPowerOff(t, h, plan)
 			for _, w := range c.want {
 				if !strings.Contains(out, w) {
 					t.Errorf("console lacks %q:\n%s", w, out)
@@ -186,4 +171,27 @@ func TestBoot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runToPowerOff boots plan and waits, at most 2 minutes, for the guest to
+// power off; it returns the console.
+func runToPowerOff(t *testing.T, h *hvf.Hypervisor, plan *vmm.Plan) string {
+	t.Helper()
+	var console syncBuffer
+	m, err := vmm.New(h, plan, &console, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if errors.Is(err, hvf.ErrNotEntitled) {
+		t.Skip(notEntitled)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(nil)
+	timeout := time.AfterFunc(2*time.Minute, m.Stop)
+	defer timeout.Stop()
+	outcome, err := m.Wait()
+	out := console.String()
+	if err != nil || outcome != vmm.PowerOff {
+		t.Fatalf("the VM ended with %v (%v), want a power-off; console:\n%s", outcome, err, out)
+	}
+	return out
 }
