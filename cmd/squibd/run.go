@@ -110,7 +110,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	}()
 	m.Start(input)
 	outcome, err := m.Wait()
-	log.Info("VM ended", "outcome", outcome)
+	log.Info("VM ended", "outcome", outcome, "exits", m.Exits())
 	return exitStatus(outcome, err, caught)
 }
 
