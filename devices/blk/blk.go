@@ -106,8 +106,11 @@ const (
 	idSize     = 20
 	// segMax and sizeMax bound a request's data buffers, as the driver is
 	// told in the configuration space: Linux keeps its requests within
-	// them, and a request beyond them is refused.
-	segMax  = 126
+	// them, and a request beyond them is refused. With the header and the
+	// status byte a request of segMax buffers fills the queue (without
+	// indirect descriptors a chain may not be longer): 1 MiB in 4 KiB
+	// pages takes two requests, not the three of QEMU's 126.
+	segMax  = queueSize - 2
 	sizeMax = 1 << 20
 	// maxZeroSectors is the most one DISCARD or WRITE_ZEROES segment may
 	// cover (32 MiB), and each request carries one segment.
