@@ -109,7 +109,7 @@ const (
 	// them, and a request beyond them is refused. With the header and the
 	// status byte a request of segMax buffers fills the queue (without
 	// indirect descriptors a chain may not be longer): 1 MiB in 4 KiB
-	// pages takes two requests, not the three of QEMU's 126.
+	// pages takes two requests where a seg_max of 126 took three.
 	segMax  = queueSize - 2
 	sizeMax = 1 << 20
 	// maxZeroSectors is the most one DISCARD or WRITE_ZEROES segment may
