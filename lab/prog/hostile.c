@@ -11,7 +11,10 @@
 // devstatus is the device status register when the answer came; used the
 // used element's len (- when there is none); R is needs-reset,
 // "answered reqstatus=N" (N the request's status byte, 255 if the device
-// never wrote it) or no-answer (nothing within 2 s).
+// never wrote it) or no-answer (nothing within 2 s). Last, it times 2000
+// reads of the magic register, each an MMIO exit to squibd:
+//
+//	SQUIB-GUEST-HOSTILE-EXITCOST reads=2000 us_per_read=X
 //
 // Usage: hostile ADDR, the guest-physical address of the device's
 // virtio-mmio window. The guest kernel must have /dev/mem, its device
@@ -27,6 +30,8 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+enum { EXIT_READS = 2000 };
 
 // virtio-mmio registers (virtio 1.2 §4.2.2).
 enum {
@@ -332,5 +337,15 @@ int main(int argc, char **argv)
 		run(cases[i]);
 	run("good"); // after the reset setup does, as every case
 	reset();
+
+	// What one MMIO exit costs here (a read squibd answers): the unit of
+	// every virtio request's price in this lab.
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < EXIT_READS; i++)
+		(void)rd(MAGIC);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double us = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e3;
+	printf("SQUIB-GUEST-HOSTILE-EXITCOST reads=%d us_per_read=%.1f\n", EXIT_READS, us / EXIT_READS);
 	return 0;
 }
