@@ -44,7 +44,7 @@ func TestL1Boots(t *testing.T) {
 				{Name: "rerun", Output: res[2].Output, ExitCode: 5},
 				{Name: "stdin", Output: "line 1\nno newline"},
 				{Name: "files", Output: "extra file\n"},
-				{Name: "guest", Output: "Image\nImage.gz\ninitrd.gz\n"},
+				{Name: "guest", Output: "Image\nImage.gz\ninitrd.gz\nrootfs.ext4.gz\n"},
 			}
 			checkResults(t, res, want)
 			// The rerun's L1 is not the first one: it has another boot ID.
