@@ -13,7 +13,8 @@
 //     EVENT_IDX and INDIRECT_DESC are offered on top of the device's
 //     features. Save and Restore carry its State.
 //   - Queue: one split virtqueue. Pop takes an available chain, Push
-//     gives it back as used.
+//     gives it back as used; AvailIdx and NotifyPast let a device wait for
+//     the driver's next chain without using those it has.
 //   - Chain: the readable and writable buffers of one descriptor chain,
 //     every guest-supplied index, address and length checked against the
 //     queue and guest RAM. Device types read and write the buffers through

@@ -177,6 +177,31 @@ func (q *Queue) push(head uint16, written uint32) error {
 	return q.ram.AtomicStore16(q.used+2, q.nextUsed)
 }
 
+// AvailIdx returns avail.idx: the index the driver's next available chain
+// will have.
+func (q *Queue) AvailIdx() (uint16, error) {
+	return q.ram.AtomicLoad16(q.avail + 2)
+}
+
+// NotifyPast asks the driver to notify the queue once avail.idx moves
+// past idx, even while chains it made available are still unused (Pop asks
+// only once it finds none), then reports whether avail.idx has already
+// moved. With EVENT_IDX it publishes avail_event = idx and then loads
+// avail.idx, the store and load sequentially consistent (§2.7.10), so a
+// chain made available meanwhile is either seen or notified; without, the
+// driver notifies every chain. A device that waits for the driver's next
+// chain without using the ones it has (vsock's event queue after a
+// TRANSPORT_RESET) calls it with an AvailIdx from before.
+func (q *Queue) NotifyPast(idx uint16) (bool, error) {
+	if q.eventIdx {
+		if err := q.ram.AtomicStore16(q.availEvent(), idx); err != nil {
+			return false, err
+		}
+	}
+	now, err := q.AvailIdx()
+	return now != idx, err
+}
+
 // interrupt reports whether the driver wants an interrupt for the chains
 // pushed since the last call: with EVENT_IDX, if used.idx moved past
 // used_event (§2.7.10); without, unless avail.flags has NO_INTERRUPT

@@ -356,3 +356,34 @@ func TestNeedEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestNotifyPast: with EVENT_IDX, NotifyPast publishes avail_event at the
+// index given, so the driver's next chain past it is notified although
+// earlier ones wait unused, and it reports whether avail.idx has already
+// moved past that index; without EVENT_IDX it leaves avail_event alone.
+func TestNotifyPast(t *testing.T) {
+	for _, feats := range []uint64{featEventIdx, 0} {
+		const base, desc, avail, used = 0x1000, 0x1000, 0x2000, 0x3000
+		ram := memory.Adopt(base, make([]byte, 0x4000), func([]byte) error { return nil })
+		q, err := newQueue(ram, 8, desc, avail, used, feats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		availEvent := uint64(used + 4 + 8*8)
+		ram.AtomicStore16(avail+2, 3) // three chains available, none used
+		idx, err := q.AvailIdx()
+		if err != nil || idx != 3 {
+			t.Fatalf("AvailIdx %d, %v; want 3", idx, err)
+		}
+		if moved, err := q.NotifyPast(idx); moved || err != nil {
+			t.Errorf("features %#x: NotifyPast(3) with avail.idx 3: %v, %v", feats, moved, err)
+		}
+		if ev, _ := ram.AtomicLoad16(availEvent); (feats != 0) != (ev == 3) {
+			t.Errorf("features %#x: avail_event %d", feats, ev)
+		}
+		ram.AtomicStore16(avail+2, 4)
+		if moved, err := q.NotifyPast(idx); !moved || err != nil {
+			t.Errorf("features %#x: NotifyPast(3) with avail.idx 4: %v, %v", feats, moved, err)
+		}
+	}
+}
