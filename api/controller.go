@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/snapshot"
 	"github.com/squibvm/squib/vmm"
@@ -52,6 +53,7 @@ type Controller struct {
 	boot     *BootSource // nil until PUT /boot-source
 	entropy  *Entropy    // nil until PUT /entropy: no virtio-rng device
 	drives   []Drive     // PUT /drives, in order, checked, with defaults filled in
+	vsock    *Vsock      // nil until PUT /vsock; without vsock_id
 	logCfg   *Logger     // the last PUT /logger, for GET /vm/config
 	metCfg   *Metrics
 	bootPath bool // a boot resource was configured: no snapshot load
@@ -157,7 +159,7 @@ func (c *Controller) unlock() {
 		info:    InstanceInfo{ID: c.opts.ID, State: state, VMMVersion: c.opts.Version, AppName: "squibd"},
 		machine: mc,
 		full: FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg, Entropy: c.entropy,
-			Drives: append([]Drive{}, c.drives...), NetworkInterfaces: none, Pmem: none},
+			Drives: append([]Drive{}, c.drives...), Vsock: c.vsock, NetworkInterfaces: none, Pmem: none},
 	})
 	c.mu.Unlock()
 }
@@ -249,6 +251,32 @@ func (c *Controller) setEntropy(e Entropy) error {
 		return errAfterStart
 	}
 	c.entropy, c.bootPath = &Entropy{}, true // a rate limiter that does not limit is none
+	return nil
+}
+
+// setVsock gives the microVM a vsock device (PUT /vsock), before the start
+// as on Firecracker; a second PUT replaces the first. The socket path is
+// checked before c.mu is taken (nothing there, or a stale socket), and
+// bound when the microVM starts, as drives are opened then.
+func (c *Controller) setVsock(v Vsock) error {
+	if err := v.check(); err != nil {
+		return err
+	}
+	if err := c.beforeStart(); err != nil {
+		return err
+	}
+	if err := vsock.CheckPath(*v.UDSPath); err != nil {
+		return fmt.Errorf("Vsock config error: %w", err)
+	}
+	c.mu.Lock()
+	defer c.unlock()
+	if c.m != nil {
+		return errAfterStart
+	}
+	if v.VsockID != nil {
+		c.Log().Info("PUT /vsock: vsock_id field is deprecated.") // Firecracker's words
+	}
+	c.vsock, c.bootPath = &Vsock{GuestCID: v.GuestCID, UDSPath: v.UDSPath}, true
 	return nil
 }
 
@@ -519,6 +547,9 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	power, _ := s.power() // checked
 	o := vmm.RestoreOptions{Power: power, CopyMemory: s.CopyMemory != nil && *s.CopyMemory,
 		TrackDirtyPages: s.TrackDirtyPages != nil && *s.TrackDirtyPages || s.EnableDiffSnapshots != nil && *s.EnableDiffSnapshots}
+	if s.VsockOverride != nil {
+		o.VsockUDS = *s.VsockOverride.UDSPath
+	}
 	t := time.Now()
 	// The files are checked before the hypervisor is opened, so that a bad
 	// file is reported as such on any host, and before c.mu is taken, so
@@ -544,11 +575,14 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	// GET /machine-config now describes the restored microVM, as on Firecracker.
 	rc := c.m.Config()
 	c.machine = machineConfig{vcpus: rc.VCPUs, memMiB: rc.MemoryMiB, trackDirty: rc.TrackDirtyPages}
-	if rc.RNG { // and GET /vm/config its entropy device and drives
+	if rc.RNG { // and GET /vm/config its entropy device, drives and vsock
 		c.entropy = &Entropy{}
 	}
 	for _, d := range rc.Drives {
 		c.drives = append(c.drives, wireDrive(d))
+	}
+	if v := rc.Vsock; v != nil {
+		c.vsock = &Vsock{GuestCID: ptr(uint32(v.CID)), UDSPath: &v.UDSPath}
 	}
 	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
 	c.Log().Info("snapshot loaded", "state", files.State, "memory", files.Memory, "took", time.Since(t))

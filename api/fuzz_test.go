@@ -33,6 +33,8 @@ func FuzzServer(f *testing.F) {
 		{2, "/vm", `{"state": "Paused"}`},
 		{1, "/snapshot/create", `{"snapshot_path": "s", "mem_file_path": "m", "snapshot_type": "Diff"}`},
 		{1, "/snapshot/load", `{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m"}, "resume_vm": true}`},
+		{1, "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m", "vsock_override": {"uds_path": "v"}}`},
+		{1, "/vsock", `{"guest_cid": 3, "uds_path": "/nonexistent/v.sock", "vsock_id": "vsock"}`},
 		{1, "/drives/rootfs", `{}`}, {2, "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": "x"}`}, {3, "/x//y/../", "{"},
 	}
 	for _, s := range seeds {

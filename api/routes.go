@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/psci"
 )
 
@@ -36,12 +37,12 @@ var routes = []route{
 	{"PUT /snapshot/create", "snapshot_create", withBody(true, (*Controller).snapshotCreate)},
 	{"PUT /snapshot/load", "snapshot_load", withBody(true, (*Controller).snapshotLoad)},
 	{"PUT /entropy", "entropy", withBody(true, (*Controller).setEntropy)},
+	{"PUT /vsock", "vsock", withBody(true, (*Controller).setVsock)},
 
 	{"PUT /drives/{id}", "drive", withID(true, (*Controller).setDrive)},
 	{"PATCH /drives/{id}", "drive", withID(true, (*Controller).patchDrive)},
 	{"PUT /network-interfaces/{id}", "network", notYet("network interfaces")},
 	{"PATCH /network-interfaces/{id}", "network", notYet("network interfaces")},
-	{"PUT /vsock", "vsock", notYet("vsock")},
 	{"GET /mmds", "mmds", notYet("MMDS")},
 	{"PUT /mmds", "mmds", notYet("MMDS")},
 	{"PATCH /mmds", "mmds", notYet("MMDS")},
@@ -100,6 +101,18 @@ func (r *RateLimiter) check(prefix, device string) error {
 			return fmt.Errorf("%s: squibd does not rate-limit %s: "+
 				"leave rate_limiter out (or give it no bucket of non-zero size and refill_time)", prefix, device)
 		}
+	}
+	return nil
+}
+
+// check validates a vsock body as Firecracker parses it (guest_cid a u32),
+// and refuses the reserved CIDs.
+func (v Vsock) check() error {
+	if err := required(field{"guest_cid", v.GuestCID != nil}, field{"uds_path", v.UDSPath != nil}); err != nil {
+		return err
+	}
+	if err := vsock.CheckCID(uint64(*v.GuestCID)); err != nil {
+		return fmt.Errorf("Vsock config error: %w", err)
 	}
 	return nil
 }
@@ -190,6 +203,9 @@ func (s SnapshotLoad) check() error {
 	}
 	if _, err := s.power(); err != nil {
 		return err
+	}
+	if o := s.VsockOverride; o != nil {
+		return required(field{"uds_path", o.UDSPath != nil})
 	}
 	return nil
 }

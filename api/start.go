@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/squibvm/squib/devices/blk"
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/vmm"
 )
@@ -43,6 +44,9 @@ func (c *Controller) build() (*vmm.Machine, error) {
 		TrackDirtyPages: c.machine.trackDirty, RNG: c.entropy != nil}
 	for _, d := range c.drives {
 		cfg.Drives = append(cfg.Drives, d.config())
+	}
+	if v := c.vsock; v != nil {
+		cfg.Vsock = &vsock.Config{CID: uint64(*v.GuestCID), UDSPath: *v.UDSPath}
 	}
 	if c.boot.BootArgs != nil {
 		cfg.Cmdline = *c.boot.BootArgs
@@ -123,6 +127,11 @@ func (c *Controller) Configure(cfg FullConfig) error {
 			return err
 		}
 	}
+	if cfg.Vsock != nil {
+		if err := c.setVsock(*cfg.Vsock); err != nil {
+			return err
+		}
+	}
 	for _, d := range cfg.Drives {
 		if d.DriveID == nil {
 			return bodyError("missing field `drive_id`")
@@ -149,7 +158,7 @@ func unsupported(cfg FullConfig) error {
 			return fmt.Errorf("%s: squibd does not support this device yet", name)
 		}
 	}
-	single := map[string]json.RawMessage{"vsock": cfg.Vsock, "balloon": cfg.Balloon, "mmds-config": cfg.MMDSConfig,
+	single := map[string]json.RawMessage{"balloon": cfg.Balloon, "mmds-config": cfg.MMDSConfig,
 		"cpu-config": cfg.CPUConfig, "memory-hotplug": cfg.MemoryHotplug}
 	for name, v := range single {
 		if len(v) > 0 && string(v) != "null" {

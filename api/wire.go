@@ -106,6 +106,15 @@ type SnapshotLoad struct {
 	// CopyMemory reads the memory file in instead of mapping it.
 	VCPUPower  *string `json:"vcpu_power,omitempty"`
 	CopyMemory *bool   `json:"copy_memory,omitempty"`
+	// VsockOverride gives the restored vsock device another socket
+	// (Firecracker 1.16): clones of one snapshot each need their own.
+	VsockOverride *VsockOverride `json:"vsock_override,omitempty"`
+}
+
+// VsockOverride is the vsock_override of PUT /snapshot/load; uds_path is
+// required.
+type VsockOverride struct {
+	UDSPath *string `json:"uds_path"`
 }
 
 // MemBackend says where a snapshot's guest memory comes from.
@@ -156,6 +165,15 @@ type Drive struct {
 	Socket       *string      `json:"socket,omitempty"`
 }
 
+// Vsock is the body of PUT /vsock: guest_cid and uds_path are required;
+// vsock_id is deprecated, accepted and ignored, as on Firecracker. The
+// guest's CID is 3 to 2^32-2 (0 to 2 and 2^32-1 are reserved).
+type Vsock struct {
+	VsockID  *string `json:"vsock_id,omitempty"`
+	GuestCID *uint32 `json:"guest_cid"`
+	UDSPath  *string `json:"uds_path"`
+}
+
 // PartialDrive is the body of PATCH /drives/{drive_id}, after the start:
 // drive_id (the path's) is required; path_on_host gives the drive a new
 // image (or the same one, resized). A rate limiter is accepted only as one
@@ -167,8 +185,8 @@ type PartialDrive struct {
 }
 
 // FullConfig is the body of GET /vm/config and the schema of --config-file.
-// The device sections but drives and entropy are placeholders until squib
-// has the devices: in a config file they must be empty or null.
+// The device sections but drives, vsock and entropy are placeholders until
+// squib has the devices: in a config file they must be empty or null.
 type FullConfig struct {
 	BootSource    *BootSource    `json:"boot-source"`
 	MachineConfig *MachineConfig `json:"machine-config"`
@@ -178,7 +196,7 @@ type FullConfig struct {
 	Drives            []Drive           `json:"drives"`
 	NetworkInterfaces []json.RawMessage `json:"network-interfaces"`
 	Pmem              []json.RawMessage `json:"pmem"`
-	Vsock             json.RawMessage   `json:"vsock"`
+	Vsock             *Vsock            `json:"vsock"`
 	Balloon           json.RawMessage   `json:"balloon"`
 	MMDSConfig        json.RawMessage   `json:"mmds-config"`
 	Entropy           *Entropy          `json:"entropy"`

@@ -13,6 +13,7 @@ import (
 	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/devices/pl011"
 	"github.com/squibvm/squib/devices/pl031"
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/snapshot"
@@ -164,6 +165,11 @@ type ownState interface {
 	restoreState(cbor.RawMessage) error
 }
 
+// notifier is a device type that asks its own transport to serve a queue
+// (vsock, when a host socket has bytes for the guest): build hands it the
+// transport's Notify.
+type notifier interface{ SetNotify(func(queue uint32)) }
+
 func (d *virtioDevice) Name() string                { return d.name }
 func (d *virtioDevice) Window() (base, size uint64) { return d.base, virtio.Size }
 
@@ -272,4 +278,40 @@ func savedDrives(devices map[string]cbor.RawMessage) ([]blk.Config, error) {
 		drives[i] = s.cfg
 	}
 	return drives, nil
+}
+
+// vsocket is a virtio-vsock device, whose own state is its vsock.State:
+// the CID, the socket path and the last host port. A restore checks the
+// CID and has the device reset the guest's connections.
+type vsocket struct{ *vsock.Device }
+
+func (s vsocket) saveState() (cbor.RawMessage, error) { return snapshot.Marshal(s.State()) }
+
+func (s vsocket) restoreState(b cbor.RawMessage) error {
+	var st vsock.State
+	if err := snapshot.Unmarshal(b, &st); err != nil {
+		return err
+	}
+	return s.Restore(st)
+}
+
+// savedVsock is the vsock device's configuration in a snapshot's device
+// states, or nil if it has none.
+func savedVsock(devices map[string]cbor.RawMessage) (*vsock.Config, error) {
+	b, ok := devices[vsockName]
+	if !ok {
+		return nil, nil
+	}
+	var v virtioState
+	var s vsock.State
+	if err := snapshot.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("%s state: %w", vsockName, err)
+	}
+	if err := snapshot.Unmarshal(v.Device, &s); err != nil {
+		return nil, fmt.Errorf("%s state: vsock: %w", vsockName, err)
+	}
+	if err := vsock.CheckCID(s.CID); err != nil {
+		return nil, fmt.Errorf("%s state: %w", vsockName, err)
+	}
+	return &vsock.Config{CID: s.CID, UDSPath: s.UDSPath}, nil
 }

@@ -151,14 +151,18 @@ func build(h hv.Hypervisor, plan *Plan, ram *memory.RAM, console io.Writer, log 
 	m.addDevice(uart{m.uart})
 	m.addDevice(rtc{pl031.New(nil)})
 	for _, s := range plan.virtio {
-		dev, err := s.dev(m.ram)
+		dlog := log.With("device", s.name)
+		dev, err := s.dev(m.ram, dlog)
 		if err != nil {
 			return nil, err
 		}
-		t, err := virtio.New(dev, m.ram, m.irqLine(s.spi), log.With("device", s.name))
+		t, err := virtio.New(dev, m.ram, m.irqLine(s.spi), dlog)
 		if err != nil {
 			closeDevice(dev)
 			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+		if n, ok := dev.(notifier); ok {
+			n.SetNotify(t.Notify)
 		}
 		v := &virtioDevice{Transport: t, dev: dev, name: s.name, base: s.base, spi: s.spi}
 		m.addDevice(v)
@@ -262,7 +266,8 @@ func (m *Machine) Running() <-chan struct{} { return m.running }
 
 // Config is the configuration m runs: for a restored machine, the snapshot's
 // vCPUs, memory and command line, with the restore's dirty-page tracking;
-// its drives with the files they have now (see UpdateDrive). Its boot files
+// its drives with the files they have now (see UpdateDrive), its vsock
+// with the socket it has (see RestoreOptions.VsockUDS). Its boot files
 // are not kept open.
 func (m *Machine) Config() Config {
 	m.ctl.Lock()
@@ -270,6 +275,10 @@ func (m *Machine) Config() Config {
 	c := m.plan.Config
 	c.Kernel, c.Initrd = loader.File{}, loader.File{}
 	c.Drives = slices.Clone(c.Drives)
+	if c.Vsock != nil {
+		v := *c.Vsock
+		c.Vsock = &v
+	}
 	return c
 }
 

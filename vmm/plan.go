@@ -7,11 +7,13 @@ package vmm
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
 	"github.com/squibvm/squib/devices/blk"
 	"github.com/squibvm/squib/devices/rng"
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/gic"
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/memory"
@@ -35,6 +37,10 @@ type Config struct {
 	// drive (at most one) first, so the guest names it vda, and names it
 	// on the command line, as Firecracker does.
 	Drives []blk.Config
+	// Vsock, if set, gives the guest a virtio-vsock device over Unix
+	// sockets (Firecracker's hybrid vsock); its socket is bound when the
+	// machine is built.
+	Vsock *vsock.Config
 }
 
 // OpenFiles opens the boot files into c: the kernel and, unless initrdPath
@@ -83,13 +89,14 @@ type virtioSlot struct {
 	name string // the device's Name
 	base uint64
 	spi  gic.SPI
-	dev  func(*memory.RAM) (virtio.Device, error)
+	dev  func(*memory.RAM, *slog.Logger) (virtio.Device, error)
 }
 
-// rngName is the entropy device's name, in snapshots too; a drive's is
-// driveName's prefix and its id.
+// The devices' names, in snapshots too: a drive's is driveName's prefix
+// and its id.
 const (
 	rngName     = "virtio-rng"
+	vsockName   = "virtio-vsock"
 	drivePrefix = "virtio-blk-"
 )
 
@@ -109,6 +116,12 @@ func Prepare(cfg Config) (*Plan, error) {
 	cfg.Drives = slices.Clone(cfg.Drives) // the plan's own: UpdateDrive changes them
 	if err := cfg.rootDrive(); err != nil {
 		return nil, err
+	}
+	if v := cfg.Vsock; v != nil {
+		if err := vsock.CheckCID(v.CID); err != nil {
+			return nil, fmt.Errorf("vsock: %w", err)
+		}
+		cfg.Vsock = &vsock.Config{CID: v.CID, UDSPath: v.UDSPath} // the plan's own
 	}
 	img, err := loader.ParseImage(cfg.Kernel)
 	if err != nil {
@@ -145,13 +158,19 @@ func (p *Plan) layOut() (err error) {
 		return err
 	}
 	for _, d := range p.Drives {
-		p.virtio = append(p.virtio, virtioSlot{name: driveName(d.ID), dev: func(ram *memory.RAM) (virtio.Device, error) {
+		p.virtio = append(p.virtio, virtioSlot{name: driveName(d.ID), dev: func(ram *memory.RAM, _ *slog.Logger) (virtio.Device, error) {
 			dev, err := blk.Open(d, ram)
 			return drive{dev}, err
 		}})
 	}
 	if p.RNG {
-		p.virtio = append(p.virtio, virtioSlot{name: rngName, dev: func(ram *memory.RAM) (virtio.Device, error) { return rng.New(ram), nil }})
+		p.virtio = append(p.virtio, virtioSlot{name: rngName, dev: func(ram *memory.RAM, _ *slog.Logger) (virtio.Device, error) { return rng.New(ram), nil }})
+	}
+	if v := p.Vsock; v != nil {
+		p.virtio = append(p.virtio, virtioSlot{name: vsockName, dev: func(ram *memory.RAM, log *slog.Logger) (virtio.Device, error) {
+			dev, err := vsock.New(*v, ram, log)
+			return vsocket{dev}, err
+		}})
 	}
 	for i := range p.virtio {
 		p.virtio[i].base = VirtioBase + uint64(i)*virtio.Size

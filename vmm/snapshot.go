@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/memory"
 	"github.com/squibvm/squib/psci"
@@ -180,6 +181,10 @@ type RestoreOptions struct {
 	// TrackDirtyPages records the guest's writes from the restore on, so
 	// that a diff snapshot of the restored machine applies to this one.
 	TrackDirtyPages bool
+	// VsockUDS, if set, is the vsock device's socket path instead of the
+	// saved one (Firecracker's vsock_override): two clones of one snapshot
+	// cannot share one.
+	VsockUDS string
 }
 
 // Restore builds a machine from snapshot f on hypervisor h. Guest RAM maps
@@ -209,8 +214,17 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", f.State, err)
 	}
-	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages, RNG: hasRNG, Drives: drives},
-		RAMSize: st.Header.RAMSize}
+	sock, err := savedVsock(st.Machine.Devices)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("snapshot %s: %w", f.State, err)
+	case o.VsockUDS != "" && sock == nil:
+		return nil, fmt.Errorf("snapshot %s has no vsock device for vsock_override", f.State)
+	case o.VsockUDS != "":
+		sock.UDSPath = o.VsockUDS
+	}
+	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages, RNG: hasRNG,
+		Drives: drives, Vsock: sock}, RAMSize: st.Header.RAMSize}
 	if plan.VCPUs > h.MaxVCPUs() {
 		return nil, fmt.Errorf("snapshot %s has %d vCPUs; the %s backend supports at most %d here", f.State, plan.VCPUs, h.Name(), h.MaxVCPUs())
 	}
@@ -222,6 +236,9 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 		return nil, err
 	}
 	m, err := build(h, plan, ram, console, log)
+	if errors.Is(err, vsock.ErrInUse) {
+		return nil, fmt.Errorf("%w (a clone of this snapshot?): give this microVM a socket of its own with vsock_override (squibd snapshot load --vsock-uds PATH)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -173,7 +173,9 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, deser + "missing field `is_root_device`."},
 		{"PATCH", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": "` + missing + `"}`, "The requested operation is not supported before starting the microVM."},
 		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
-		{"PUT", "/vsock", `{"guest_cid": 3}`, "squibd does not support vsock yet"},
+		{"PUT", "/vsock", `{"guest_cid": 3}`, deser + "missing field `uds_path`."},
+		{"PUT", "/vsock", `{"guest_cid": 2, "uds_path": "v.sock"}`, "Vsock config error: guest CID 2 is reserved"},
+		{"PUT", "/vsock", `{"guest_cid": 3, "uds_path": "` + dir + `"}`, "Vsock config error: " + dir + " exists and is not a socket"},
 		{"PUT", "/entropy", `{"rate_limiter": null, "bogus": 1}`, deser + `json: unknown field "bogus".`},
 		{"PUT", "/entropy", `{"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}`,
 			"Entropy device error: squibd does not rate-limit the entropy device"},
@@ -233,6 +235,7 @@ func TestAPILoadAfterBootResource(t *testing.T) {
 		{"PATCH", "/machine-config", `{"vcpu_count": 2}`},
 		{"PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, kernel)},
 		{"PUT", "/entropy", `{}`},
+		{"PUT", "/vsock", fmt.Sprintf(`{"guest_cid": 3, "uds_path": %q}`, filepath.Join(t.TempDir(), "v.sock"))},
 	} {
 		d := startDaemon(t, squibdBin)
 		d.ok(c.method, c.path, c.body)

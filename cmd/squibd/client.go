@@ -40,7 +40,7 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "API socket `path` of the squibd to talk to")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
-	var snapshot, mem, power, driveID, drivePath string
+	var snapshot, mem, power, driveID, drivePath, vsockUDS string
 	var resume, diff, copyMem, track bool
 	if name == "drive" {
 		fs.StringVar(&driveID, "id", "", "the drive's `id` (its drive_id)")
@@ -56,6 +56,7 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 			fs.StringVar(&power, "vcpu-power", defaultPower, "which vCPUs run: `saved` (each as saved) or boot_vcpu (vCPU 0 only; refused if a secondary was saved online)")
 			fs.BoolVar(&copyMem, "copy-memory", false, "read the memory file in instead of mapping it copy-on-write")
 			fs.BoolVar(&track, "track-dirty-pages", false, "track the guest's writes, for diff snapshots of the restored microVM")
+			fs.StringVar(&vsockUDS, "vsock-uds", "", "give the restored vsock device the Unix socket `PATH` instead of the saved one (vsock_override)")
 		}
 	}
 	if err := parseFlags(fs, args); errors.Is(err, flag.ErrHelp) {
@@ -95,6 +96,9 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 		body := api.SnapshotLoad{SnapshotPath: &snapshot, MemBackend: &api.MemBackend{BackendType: &file, BackendPath: &mem},
 			ResumeVM: unlessDefault(resume, false), TrackDirtyPages: unlessDefault(track, false),
 			VCPUPower: unlessDefault(power, defaultPower), CopyMemory: unlessDefault(copyMem, false)}
+		if vsockUDS != "" {
+			body.VsockOverride = &api.VsockOverride{UDSPath: &vsockUDS}
+		}
 		err = c.Do(ctx, http.MethodPut, "/snapshot/load", body, nil)
 	}
 	var info api.InstanceInfo

@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/squibvm/squib/devices/blk"
+	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/vmm"
 )
 
@@ -24,6 +26,7 @@ type runFlags struct {
 	console, dumpDTB        string
 	rng                     bool
 	drives                  []blk.Config
+	vsock                   *vsock.Config
 	logLevel                slog.Level
 }
 
@@ -41,6 +44,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.Func("disk", "give the guest a virtio-blk drive over the raw image `PATH[,ro][,root]` (repeatable: vda, vdb, ... with the root drive first)", func(v string) error {
 		d, err := parseDisk(v, len(f.drives))
 		f.drives = append(f.drives, d)
+		return err
+	})
+	fs.Func("vsock", "give the guest a virtio-vsock device: `CID,PATH`, the guest's CID and the Unix socket of its host side (Firecracker's hybrid vsock)", func(v string) (err error) {
+		f.vsock, err = parseVsock(v)
 		return err
 	})
 	fs.StringVar(&f.dumpDTB, "dump-dtb", "", "write the device tree squibd would boot with to `PATH` and exit")
@@ -68,7 +75,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
 	log.Info("squibd starting", "pid", os.Getpid())
 
-	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng, Drives: f.drives}
+	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng, Drives: f.drives, Vsock: f.vsock}
 	release, err := cfg.OpenFiles("--kernel", f.kernel, "--initrd", f.initrd)
 	if err != nil {
 		return 0, err
@@ -80,6 +87,12 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	}
 	if f.dumpDTB != "" {
 		return exitOK, writeFileAtomic(f.dumpDTB, plan.DTB)
+	}
+
+	if f.vsock != nil { // on any host, before the hypervisor is opened
+		if err := vsock.CheckPath(f.vsock.UDSPath); err != nil {
+			return 0, fmt.Errorf("--vsock: %w", err)
+		}
 	}
 
 	console, input := stdout, stdin
@@ -135,6 +148,23 @@ func parseDisk(v string, n int) (blk.Config, error) {
 		}
 	}
 	return d, nil
+}
+
+// parseVsock parses a --vsock value: the guest's CID (3 to 2^32-2), a
+// comma, the host socket's path.
+func parseVsock(v string) (*vsock.Config, error) {
+	cid, path, ok := strings.Cut(v, ",")
+	if !ok || path == "" {
+		return nil, errors.New("use CID,PATH")
+	}
+	n, err := strconv.ParseUint(cid, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("guest CID %q is not a number", cid)
+	}
+	if err := vsock.CheckCID(n); err != nil {
+		return nil, err
+	}
+	return &vsock.Config{CID: n, UDSPath: path}, nil
 }
 
 // exitStatus maps how a VM ended to squibd's exit status; sig is the

@@ -90,6 +90,10 @@ func TestRunBadInput(t *testing.T) {
 		{"disk without a path", []string{"run", "--kernel", kernel, "--disk", ",ro"}, exitUsage, "no image path"},
 		{"two root disks", []string{"run", "--kernel", kernel, "--disk", "a.img,root", "--disk", "b.img,ro,root"}, exitError,
 			"drive disk1: drive disk0 is already the root device"},
+		{"vsock without a path", []string{"run", "--kernel", kernel, "--vsock", "3"}, exitUsage, `invalid value "3" for flag -vsock: use CID,PATH`},
+		{"vsock CID not a number", []string{"run", "--kernel", kernel, "--vsock", "three,v.sock"}, exitUsage, `guest CID "three" is not a number`},
+		{"vsock reserved CID", []string{"run", "--kernel", kernel, "--vsock", "2,v.sock"}, exitUsage, "guest CID 2 is reserved"},
+		{"vsock path not a socket", []string{"run", "--kernel", kernel, "--vsock", "3," + initrd}, exitError, "--vsock: " + initrd + " exists and is not a socket"},
 	}
 	if runtime.GOOS != "linux" || runtime.GOARCH != "arm64" {
 		cases = append(cases, struct {
@@ -172,6 +176,23 @@ func TestDumpDTB(t *testing.T) {
 	}
 	if root.Find("/virtio_mmio@a000000") == nil || root.Find("/virtio_mmio@a001000") == nil || root.Find("/virtio_mmio@a002000") != nil {
 		t.Error("--disk twice: want two virtio-mmio nodes")
+	}
+	// vsock: a node after the drives'; the dump binds no socket.
+	sock := filepath.Join(t.TempDir(), "v.sock")
+	if status, stderr := runSquibd(t, "run", "--kernel", kernel, "--disk", "data.img", "--vsock", "3,"+sock, "--dump-dtb", out); status != 0 {
+		t.Fatalf("--vsock: status %d: %s", status, stderr)
+	}
+	if blob, err = os.ReadFile(out); err == nil {
+		root, _, err = fdt.Parse(blob)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Find("/virtio_mmio@a001000") == nil {
+		t.Error("--vsock: no virtio-mmio node after the drive's")
+	}
+	if _, err := os.Lstat(sock); err == nil {
+		t.Error("--dump-dtb bound the vsock socket")
 	}
 	// A dump that fails after writing (its path is a directory, so the final
 	// rename fails) leaves no temporary file behind.

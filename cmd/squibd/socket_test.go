@@ -273,6 +273,7 @@ func TestClientBodies(t *testing.T) {
 		{[]string{"--vcpu-power", "saved"}, base + `}`},
 		{[]string{"--resume", "--track-dirty-pages"}, base + `,"track_dirty_pages":true,"resume_vm":true}`},
 		{[]string{"--vcpu-power", "boot_vcpu", "--copy-memory"}, base + `,"vcpu_power":"boot_vcpu","copy_memory":true}`},
+		{[]string{"--vsock-uds", "/run/clone1.sock"}, base + `,"vsock_override":{"uds_path":"/run/clone1.sock"}}`},
 	} {
 		args := append([]string{"snapshot", "load", "--socket", sock, "--snapshot", "s", "--mem", "m"}, c.flags...)
 		if _, stderr, status := runClient(t, args...); status != exitOK {
@@ -313,7 +314,9 @@ func TestConfigFile(t *testing.T) {
 	}{
 		{"drives", `{` + boot + `, "drives": [{"drive_id": "rootfs", "path_on_host": "/nonexistent", "is_root_device": true}]}`,
 			"Drive config error: Unable to open the block device backing file: stat /nonexistent"},
-		{"vsock", `{` + boot + `, "vsock": {"guest_cid": 3}}`, "vsock: squibd does not support this device yet"},
+		{"vsock", `{` + boot + `, "vsock": {"guest_cid": 3}}`, "missing field `uds_path`"},
+		{"vsock reserved CID", `{` + boot + `, "vsock": {"guest_cid": 1, "uds_path": "v.sock"}}`, "Vsock config error: guest CID 1 is reserved"},
+		{"vsock unknown key", `{` + boot + `, "vsock": {"guest_cid": 3, "uds_path": "v.sock", "port": 1}}`, `json: unknown field "port"`},
 		{"unknown key", `{` + boot + `, "serial": {}}`, `json: unknown field "serial"`},
 		{"entropy unknown key", `{` + boot + `, "entropy": {"rate": 1}}`, `json: unknown field "rate"`},
 		{"entropy rate limited", `{` + boot + `, "entropy": {"rate_limiter": {"ops": {"size": 1, "refill_time": 10}}}}`,
@@ -330,7 +333,8 @@ func TestConfigFile(t *testing.T) {
 	}
 	if noHypervisor() {
 		cases = append(cases, struct{ name, config, stderr string }{"no hypervisor",
-			`{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "drives": [], "vsock": null, "entropy": {}}`,
+			`{` + boot + `, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "drives": [], "entropy": {},
+				"vsock": {"guest_cid": 3, "uds_path": "` + filepath.Join(dir, "v.sock") + `"}}`,
 			"Start microvm error: no usable hypervisor"})
 	}
 	for _, c := range cases {
