@@ -39,6 +39,35 @@
 //
 // The mangle kind midr (of a resealed file) changes the low bit of every
 // vCPU's saved MIDR_EL1, as a snapshot from another CPU model would have.
+//
+//	labtool vsock-echo UDS PORT STREAMS BYTES
+//
+// opens STREAMS streams at once to the guest's vsock port PORT through
+// squibd's vsock socket UDS (CONNECT PORT, answered OK), sends BYTES of a
+// pattern of its own on each while reading the guest's echo, and prints
+// VSOCK streams=N ok=K bytes=TOTAL ms=ELAPSED; it fails unless every echo
+// came back whole.
+//
+//	labtool vsock-listen PATH
+//
+// accepts one stream on the Unix socket PATH (UDS_PORT, where squibd takes
+// the guest's connections to host port PORT), reads it to EOF and prints
+// VSOCK-LISTEN bytes=N sum=FNV pattern=yes|no: the 64-bit FNV-1a of what
+// it read, in hex, and whether that is what lab/prog/vsock.c sends.
+//
+//	labtool vsock-stall UDS PORT
+//
+// opens an echo stream whose reader stops: it sends 8 MiB without reading,
+// and after 3 s (its writes stuck) echoes 1 MiB through a second stream,
+// then reads the first's echo. It prints VSOCK-STALL stalled_sent=N
+// total=8388608 other=ok|ERROR stalled=ok|ERROR, and fails unless the
+// first stalled, the second got its echo meanwhile, and the first then got
+// all of its own.
+//
+//	labtool vsock-hold UDS PORT
+//
+// opens an echo stream, checks it with 4 bytes (VSOCK-HOLD open
+// host_port=N) and holds it until it ends (VSOCK-HOLD end err=...).
 package main
 
 import (
@@ -102,10 +131,20 @@ func main() {
 		err = get(os.Args[2], os.Args[3])
 	case len(os.Args) == 6 && os.Args[1] == "same":
 		err = same(os.Args[2:])
+	case len(os.Args) == 6 && os.Args[1] == "vsock-echo":
+		err = vsockEcho(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
+	case len(os.Args) == 3 && os.Args[1] == "vsock-listen":
+		err = vsockListen(os.Args[2])
+	case len(os.Args) == 4 && os.Args[1] == "vsock-stall":
+		err = vsockStall(os.Args[2], os.Args[3])
+	case len(os.Args) == 4 && os.Args[1] == "vsock-hold":
+		err = vsockHold(os.Args[2], os.Args[3])
 	default:
 		fmt.Fprintln(os.Stderr, "usage: labtool mangle truncate|flip|version|arch|backend|pagesize|midr IN OUT\n"+
 			"       labtool nonzero FILE SIZE\n       labtool seqwrite FILE BYTES\n       labtool get SOCKET PATH\n"+
-			"       labtool same STATE1 MEM1 STATE2 MEM2")
+			"       labtool same STATE1 MEM1 STATE2 MEM2\n"+
+			"       labtool vsock-echo UDS PORT STREAMS BYTES\n       labtool vsock-listen PATH\n"+
+			"       labtool vsock-stall UDS PORT\n       labtool vsock-hold UDS PORT")
 		os.Exit(2)
 	}
 	if err != nil {
