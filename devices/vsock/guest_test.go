@@ -316,6 +316,34 @@ func (g *guest) run(timeout time.Duration, what string, done func() bool) {
 	}
 }
 
+// echoed writes want to host stream c and steps the guest, whose echo server
+// sends it back, until c has read it all back, failing the test if the
+// echo differs or takes longer than timeout.
+func (g *guest) echoed(c io.ReadWriter, want []byte, timeout time.Duration, what string) {
+	g.t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		go c.Write(want)
+		got := make([]byte, len(want))
+		_, err := io.ReadFull(c, got)
+		if err == nil && !bytes.Equal(got, want) {
+			err = errors.New("echo differs")
+		}
+		done <- err
+	}()
+	g.run(timeout, what, func() bool {
+		select {
+		case err := <-done:
+			if err != nil {
+				g.t.Errorf("%s: %v", what, err)
+			}
+			return true
+		default:
+			return false
+		}
+	})
+}
+
 // expect steps the guest until it has received a packet of op to guest
 // port port after those expect returned before, and returns it.
 func (g *guest) expect(op uint16, port uint32) pkt {

@@ -162,28 +162,7 @@ func TestStalledHostReader(t *testing.T) {
 	if _, err := readLine(other, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	want := pattern(8, 512<<10)
-	done := make(chan error, 1)
-	go func() {
-		go other.Write(want)
-		got := make([]byte, len(want))
-		_, err := io.ReadFull(other, got)
-		if err == nil && !bytes.Equal(got, want) {
-			err = errors.New("echo differs")
-		}
-		done <- err
-	}()
-	g.run(20*time.Second, "the other stream beside the stalled one", func() bool {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-			return true
-		default:
-			return false
-		}
-	})
+	g.echoed(other, pattern(8, 512<<10), 20*time.Second, "the other stream beside the stalled one")
 
 	back := make(chan []byte, 1)
 	go func() {
@@ -237,28 +216,7 @@ func TestStalledGuestReader(t *testing.T) {
 	}(); err != nil {
 		t.Fatal(err)
 	}
-	want := pattern(10, 256<<10)
-	done := make(chan error, 1)
-	go func() {
-		go other.Write(want)
-		got := make([]byte, len(want))
-		_, err := io.ReadFull(other, got)
-		if err == nil && !bytes.Equal(got, want) {
-			err = errors.New("echo differs")
-		}
-		done <- err
-	}()
-	g.run(20*time.Second, "the other stream", func() bool {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-			return true
-		default:
-			return false
-		}
-	})
+	g.echoed(other, pattern(10, 256<<10), 20*time.Second, "the other stream")
 	if len(held.in) != guestBufAlloc {
 		t.Errorf("the stalled guest socket holds %d bytes, want its buffer's %d", len(held.in), guestBufAlloc)
 	}
@@ -581,21 +539,7 @@ func TestMalformed(t *testing.T) {
 	if _, err := readLine(s, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	s.Write([]byte("still working"))
-	got := make([]byte, 13)
-	done := make(chan error, 1)
-	go func() { _, err := io.ReadFull(s, got); done <- err }()
-	g.run(5*time.Second, "the echo", func() bool {
-		select {
-		case err := <-done:
-			if err != nil || string(got) != "still working" {
-				t.Errorf("echo %q, %v", got, err)
-			}
-			return true
-		default:
-			return false
-		}
-	})
+	g.echoed(s, []byte("still working"), 5*time.Second, "the echo")
 	for _, m := range []string{"malformed packet dropped", "other than stream", "receive buffer with no room"} {
 		n := g.logs.count(m)
 		if m == "malformed packet dropped" && n != 5 || m != "malformed packet dropped" && n != 1 {
