@@ -215,7 +215,8 @@ func num(s string) float64 {
 // longest gap between the guest's once-a-second ticks during the guest's
 // I/O (a stalled vCPU shows as a gap well over a second). The guest runs
 // three rounds, each with queue notifications through KVM's ioeventfd
-// (the default) and as MMIO exits; the figures are medians. L1's /tmp is
+// (SQUIB_KVM_IOEVENTFD=on) and as MMIO exits (the default); the figures
+// are medians. L1's /tmp is
 // a RAM filesystem without O_DIRECT, so L1's figures are its page cache's:
 // the floor is memory speed, not a disk's. Emulated: read the ratios.
 func BenchmarkBlkLab(b *testing.B) {

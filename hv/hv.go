@@ -66,7 +66,8 @@ type VM interface {
 type DoorbellVM interface {
 	// Doorbell returns a reader whose Read returns an 8-byte count once
 	// at least one such write happened since the previous Read; Close
-	// ends a Read in progress.
+	// ends a Read in progress. errors.ErrUnsupported says the backend
+	// takes no doorbells as configured: the writes stay MMIO exits.
 	Doorbell(addr uint64, value uint32) (io.ReadCloser, error)
 }
 

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -118,8 +119,8 @@ type virtioDevice struct {
 
 // ringDoorbells has the hypervisor take the driver's QueueNotify writes
 // without exits where it can (hv.DoorbellVM), one doorbell per queue, each
-// read by a goroutine that notifies the transport. Where it cannot, or a
-// doorbell fails, the writes exit as MMIO and the transport gets them
+// read by a goroutine that notifies the transport. Where it cannot or will
+// not, or a doorbell fails, the writes exit as MMIO and the transport gets them
 // through the bus: the same notification, only dearer.
 func (d *virtioDevice) ringDoorbells(vm hv.VM, log *slog.Logger) {
 	db, ok := vm.(hv.DoorbellVM)
@@ -128,6 +129,9 @@ func (d *virtioDevice) ringDoorbells(vm hv.VM, log *slog.Logger) {
 	}
 	for i := range d.dev.QueueSizes() {
 		r, err := db.Doorbell(d.base+virtio.NotifyOffset, uint32(i))
+		if errors.Is(err, errors.ErrUnsupported) {
+			return // the backend's default: MMIO exits
+		}
 		if err != nil {
 			log.Info("queue notifications exit to squibd", "device", d.name, "queue", i, "reason", err)
 			continue

@@ -5,8 +5,8 @@
 # the same three through squibd's virtio-blk (guest-init's test_blkbench),
 # with a ticker (SQUIB-GUEST-TICK) whose gaps would show a stalled vCPU.
 # The guest runs in three rounds, each once with queue notifications
-# through KVM's ioeventfd (squibd's default; lines marked IOEVENTFD) and
-# once with them as MMIO exits (SQUIB_KVM_IOEVENTFD=off; marked EXITS);
+# through KVM's ioeventfd (SQUIB_KVM_IOEVENTFD=on; lines marked IOEVENTFD) and
+# once with them as MMIO exits (squibd's default; marked EXITS);
 # squibd's last log line counts the vCPUs' exits.
 dd if=/dev/zero of=/tmp/bench.img bs=1M count=256 2>/dev/null
 for op in seqwrite seqread randread; do
