@@ -331,17 +331,25 @@ func (g *guest) echoed(c io.ReadWriter, want []byte, timeout time.Duration, what
 		}
 		done <- err
 	}()
+	if err := await(g, done, timeout, what); err != nil {
+		g.t.Errorf("%s: %v", what, err)
+	}
+}
+
+// await steps the guest until ch delivers, failing the test after
+// timeout, and returns what it delivered.
+func await[T any](g *guest, ch <-chan T, timeout time.Duration, what string) T {
+	g.t.Helper()
+	var v T
 	g.run(timeout, what, func() bool {
 		select {
-		case err := <-done:
-			if err != nil {
-				g.t.Errorf("%s: %v", what, err)
-			}
+		case v = <-ch:
 			return true
 		default:
 			return false
 		}
 	})
+	return v
 }
 
 // expect steps the guest until it has received a packet of op to guest

@@ -46,15 +46,7 @@ func TestHostConnectEcho(t *testing.T) {
 		s.Write(want)
 		s.CloseWrite()
 	}()
-	var got []byte
-	g.run(10*time.Second, "the echo", func() bool {
-		select {
-		case got = <-echoed:
-			return true
-		default:
-			return false
-		}
-	})
+	got := await(g, echoed, 10*time.Second, "the echo")
 	if !bytes.Equal(got, want) {
 		t.Errorf("echo of %d bytes: got %d, equal %v", len(want), len(got), bytes.Equal(got, want))
 	}
@@ -170,15 +162,7 @@ func TestStalledHostReader(t *testing.T) {
 		io.ReadFull(stalled, b)
 		back <- b
 	}()
-	var got []byte
-	g.run(20*time.Second, "the stalled stream's echo", func() bool {
-		select {
-		case got = <-back:
-			return true
-		default:
-			return false
-		}
-	})
+	got := await(g, back, 20*time.Second, "the stalled stream's echo")
 	if !bytes.Equal(got, first) {
 		t.Error("the stalled stream's echo differs")
 	}
