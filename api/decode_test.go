@@ -16,7 +16,6 @@ import (
 // TestDuplicateKey checks which JSON values duplicateKey refuses, and how
 // it names the key and where the object is.
 func TestDuplicateKey(t *testing.T) {
-	const deser = "An error occurred when deserializing the json body of a request: "
 	for _, c := range []struct{ json, want string }{
 		{`{"a": 1, "a": 2}`, "duplicate field `a`."},
 		{`{"a": 1, "b": {"a": 2}, "c": [{"a": 3}, {"a": 4}], "d": {}, "e": []}`, ""},

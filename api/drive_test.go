@@ -2,9 +2,7 @@ package api
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/squibvm/squib/devices/blk"
-	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/hv/hvtest"
 )
 
@@ -25,10 +22,7 @@ import (
 // (root first, on the command line), and PUT /drives is refused after the
 // start.
 func TestDrives(t *testing.T) {
-	ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
-		OpenHypervisor: func() (hv.Hypervisor, error) { return &hvtest.Hypervisor{}, nil }})
-	t.Cleanup(ctl.Close)
-	t.Cleanup(ctl.Stop)
+	ctl := newTestController(t, &hvtest.Hypervisor{})
 	c := serve(t, ctl)
 	dir := t.TempDir()
 	disk, ro := filepath.Join(dir, "disk.img"), filepath.Join(dir, "ro.img")
@@ -37,38 +31,23 @@ func TestDrives(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const deser = "An error occurred when deserializing the json body of a request: "
-	refuse := func(path, body, want string) {
-		t.Helper()
-		err := within(c, "PUT", path, json.RawMessage(body), nil)
-		if f, ok := err.(*Fault); !ok || !strings.Contains(f.Message, want) {
-			t.Errorf("PUT %s %s: %v, want a fault with %q", path, body, err, want)
-		}
-	}
-	put := func(path, body string) {
-		t.Helper()
-		if err := within(c, "PUT", path, json.RawMessage(body), nil); err != nil {
-			t.Fatalf("PUT %s %s: %v", path, body, err)
-		}
-	}
-	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(disk)+`}`, deser+"missing field `is_root_device`.")
-	refuse("/drives/data", `{"path_on_host": `+q(disk)+`, "is_root_device": false}`, deser+"missing field `drive_id`.")
-	refuse("/drives/data", `{"drive_id": "other", "path_on_host": `+q(disk)+`, "is_root_device": false}`, "The id from the path does not match the id from the body!")
-	refuse("/drives/da-ta", `{"drive_id": "da-ta", "path_on_host": `+q(disk)+`, "is_root_device": false}`, `invalid drive id "da-ta"`)
-	refuse("/drives/data", `{"drive_id": "data", "is_root_device": false}`, "Drive config error: path_on_host is required")
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": "/nonexistent", "is_root_device": false}`, "Unable to open the block device backing file")
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(dir)+`, "is_root_device": false}`, "is neither a regular file nor a block device")
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(disk)+`, "is_root_device": false, "cache_type": "Writethrough"}`, deser+"unknown variant `Writethrough`, expected `Unsafe` or `Writeback`")
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(disk)+`, "is_root_device": false, "io_engine": "Uring"}`, deser+"unknown variant `Uring`, expected `Sync` or `Async`")
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(disk)+`, "is_root_device": false, "colour": 1}`, deser+`json: unknown field "colour"`)
-	refuse("/drives/data", `{"drive_id": "data", "socket": "/tmp/vhost", "is_root_device": false}`, "vhost-user")
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(disk)+`, "is_root_device": false, "rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}`, "squibd does not rate-limit drives")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(disk)+`}`, deser+"missing field `is_root_device`.")
+	refuse(t, c, "PUT", "/drives/data", `{"path_on_host": `+jsonString(disk)+`, "is_root_device": false}`, deser+"missing field `drive_id`.")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "other", "path_on_host": `+jsonString(disk)+`, "is_root_device": false}`, "The id from the path does not match the id from the body!")
+	refuse(t, c, "PUT", "/drives/da-ta", `{"drive_id": "da-ta", "path_on_host": `+jsonString(disk)+`, "is_root_device": false}`, `invalid drive id "da-ta"`)
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "is_root_device": false}`, "Drive config error: path_on_host is required")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": "/nonexistent", "is_root_device": false}`, "Unable to open the block device backing file")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(dir)+`, "is_root_device": false}`, "is neither a regular file nor a block device")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(disk)+`, "is_root_device": false, "cache_type": "Writethrough"}`, deser+"unknown variant `Writethrough`, expected `Unsafe` or `Writeback`")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(disk)+`, "is_root_device": false, "io_engine": "Uring"}`, deser+"unknown variant `Uring`, expected `Sync` or `Async`")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(disk)+`, "is_root_device": false, "colour": 1}`, deser+`json: unknown field "colour"`)
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "socket": "/tmp/vhost", "is_root_device": false}`, "vhost-user")
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(disk)+`, "is_root_device": false, "rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}`, "squibd does not rate-limit drives")
 
-	put("/drives/data", `{"drive_id": "data", "path_on_host": `+q(ro)+`, "is_root_device": false, "is_read_only": true, "io_engine": "Async"}`)
-	put("/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(disk)+`, "is_root_device": true, "cache_type": "Writeback", "partuuid": "0eaa91a0-01"}`)
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(ro)+`, "is_root_device": true}`, "Drive config error: A root block device already exists!")
-	put("/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(disk)+`, "is_root_device": true, "cache_type": "Writeback"}`) // replaces it
+	mustDo(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(ro)+`, "is_root_device": false, "is_read_only": true, "io_engine": "Async"}`)
+	mustDo(t, c, "PUT", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+jsonString(disk)+`, "is_root_device": true, "cache_type": "Writeback", "partuuid": "0eaa91a0-01"}`)
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(ro)+`, "is_root_device": true}`, "Drive config error: A root block device already exists!")
+	mustDo(t, c, "PUT", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+jsonString(disk)+`, "is_root_device": true, "cache_type": "Writeback"}`) // replaces it
 	drives := func() string {
 		t.Helper()
 		var full struct{ Drives []map[string]any }
@@ -84,9 +63,9 @@ func TestDrives(t *testing.T) {
 	}
 
 	kernel := writeImage(t, dir)
-	put("/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
-	put("/boot-source", fmt.Sprintf(`{"kernel_image_path": %q, "boot_args": "console=ttyAMA0"}`, kernel))
-	put("/actions", `{"action_type": "InstanceStart"}`)
+	mustDo(t, c, "PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
+	mustDo(t, c, "PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q, "boot_args": "console=ttyAMA0"}`, kernel))
+	mustDo(t, c, "PUT", "/actions", `{"action_type": "InstanceStart"}`)
 	ctl.mu.Lock()
 	cfg := ctl.m.Config()
 	ctl.mu.Unlock()
@@ -94,7 +73,7 @@ func TestDrives(t *testing.T) {
 		cfg.Drives[1] != (blk.Config{ID: "data", Path: ro, ReadOnly: true}) || cfg.Cmdline != "console=ttyAMA0 root=/dev/vda rw" {
 		t.Errorf("started with drives %+v, command line %q", cfg.Drives, cfg.Cmdline)
 	}
-	refuse("/drives/data", `{"drive_id": "data", "path_on_host": `+q(ro)+`, "is_root_device": false}`, errAfterStart.Error())
+	refuse(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(ro)+`, "is_root_device": false}`, errAfterStart.Error())
 	if got := drives(); got != want {
 		t.Errorf("GET /vm/config drives after the start:\n%s\nwant\n%s", got, want)
 	}
@@ -115,10 +94,7 @@ func TestDrivesConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
-		OpenHypervisor: func() (hv.Hypervisor, error) { return &hvtest.Hypervisor{}, nil }})
-	t.Cleanup(ctl.Close)
-	t.Cleanup(ctl.Stop)
+	ctl := newTestController(t, &hvtest.Hypervisor{})
 	if err := ctl.Configure(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +117,7 @@ func TestDrivesConfigFile(t *testing.T) {
 // the drives in the guest's order, and can change them too.
 func TestPatchDrive(t *testing.T) {
 	h := &hvtest.Hypervisor{}
-	newCtl := func() (*Controller, *Client) {
-		ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
-			OpenHypervisor: func() (hv.Hypervisor, error) { return h, nil }})
-		t.Cleanup(ctl.Close)
-		t.Cleanup(ctl.Stop)
-		return ctl, serve(t, ctl)
-	}
-	ctl, c := newCtl()
+	ctl, c := serveTestController(t, h)
 	dir := t.TempDir()
 	img := func(name string, size int) string {
 		p := filepath.Join(dir, name)
@@ -158,21 +127,6 @@ func TestPatchDrive(t *testing.T) {
 		return p
 	}
 	root, data, next, last := img("root.img", 1<<20), img("data.img", 1<<20), img("next.img", 2<<20), img("last.img", 3<<20)
-	const deser = "An error occurred when deserializing the json body of a request: "
-	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	refuse := func(c *Client, method, path, body, want string) {
-		t.Helper()
-		err := within(c, method, path, json.RawMessage(body), nil)
-		if f, ok := err.(*Fault); !ok || !strings.Contains(f.Message, want) {
-			t.Errorf("%s %s %s: %v, want a fault with %q", method, path, body, err, want)
-		}
-	}
-	do := func(c *Client, method, path, body string) {
-		t.Helper()
-		if err := within(c, method, path, json.RawMessage(body), nil); err != nil {
-			t.Fatalf("%s %s %s: %v", method, path, body, err)
-		}
-	}
 	// drives is GET /vm/config's drives: id, file and io_engine each.
 	drives := func(c *Client) string {
 		t.Helper()
@@ -186,41 +140,41 @@ func TestPatchDrive(t *testing.T) {
 		}
 		return strings.Join(s, ", ")
 	}
-	do(c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(data)+`, "is_root_device": false, "io_engine": "Async"}`)
-	do(c, "PUT", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(root)+`, "is_root_device": true}`)
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`, errBeforeStart.Error())
-	do(c, "PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
-	do(c, "PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, writeImage(t, dir)))
-	do(c, "PUT", "/actions", `{"action_type": "InstanceStart"}`)
+	mustDo(t, c, "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(data)+`, "is_root_device": false, "io_engine": "Async"}`)
+	mustDo(t, c, "PUT", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+jsonString(root)+`, "is_root_device": true}`)
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(next)+`}`, errBeforeStart.Error())
+	mustDo(t, c, "PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
+	mustDo(t, c, "PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, writeImage(t, dir)))
+	mustDo(t, c, "PUT", "/actions", `{"action_type": "InstanceStart"}`)
 
 	fifo := filepath.Join(dir, "fifo")
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	refuse(c, "PATCH", "/drives/data", `{"path_on_host": `+q(next)+`}`, deser+"missing field `drive_id`.")
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "rootfs", "path_on_host": `+q(next)+`}`, "The id from the path does not match the id from the body!")
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`, "is_read_only": true}`, deser+`json: unknown field "is_read_only"`)
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`, "rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}`,
+	refuse(t, c, "PATCH", "/drives/data", `{"path_on_host": `+jsonString(next)+`}`, deser+"missing field `drive_id`.")
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "rootfs", "path_on_host": `+jsonString(next)+`}`, "The id from the path does not match the id from the body!")
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(next)+`, "is_read_only": true}`, deser+`json: unknown field "is_read_only"`)
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(next)+`, "rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}`,
 		"Drive config error: squibd does not rate-limit drives")
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "rate_limiter": {"ops": {"size": 1}}}`, deser+"missing field `refill_time`.")
-	refuse(c, "PATCH", "/drives/scratch", `{"drive_id": "scratch", "path_on_host": `+q(next)+`}`, `Unable to patch the block device: the microVM has no drive "scratch"`)
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data"}`, "Unable to patch the block device: drive data has no vhost-user backend to refresh")
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(filepath.Join(dir, "missing"))+`}`, "Unable to open the block device backing file")
-	refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(fifo)+`}`, "is neither a regular file nor a block device")
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "rate_limiter": {"ops": {"size": 1}}}`, deser+"missing field `refill_time`.")
+	refuse(t, c, "PATCH", "/drives/scratch", `{"drive_id": "scratch", "path_on_host": `+jsonString(next)+`}`, `Unable to patch the block device: the microVM has no drive "scratch"`)
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data"}`, "Unable to patch the block device: drive data has no vhost-user backend to refresh")
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(filepath.Join(dir, "missing"))+`}`, "Unable to open the block device backing file")
+	refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(fifo)+`}`, "is neither a regular file nor a block device")
 	if locked, err := blk.Open(blk.Config{ID: "x", Path: next}, nil); err != nil {
 		t.Fatal(err)
 	} else {
-		refuse(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`, "drive data: "+next+" is locked by another process")
+		refuse(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(next)+`}`, "drive data: "+next+" is locked by another process")
 		locked.Close()
 	}
 	// A rate limiter that does not limit leaves the drive as it is.
-	do(c, "PATCH", "/drives/data", `{"drive_id": "data", "rate_limiter": {"ops": {"size": 0, "refill_time": 100}}}`)
+	mustDo(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "rate_limiter": {"ops": {"size": 0, "refill_time": 100}}}`)
 	want := "rootfs " + root + " Sync, data " + data + " Async"
 	if got := drives(c); got != want {
 		t.Errorf("drives after the refused patches: %s, want %s", got, want)
 	}
 
-	do(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`)
+	mustDo(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(next)+`}`)
 	want = "rootfs " + root + " Sync, data " + next + " Async"
 	if got := drives(c); got != want {
 		t.Errorf("drives after the patch: %s, want %s", got, want)
@@ -236,19 +190,19 @@ func TestPatchDrive(t *testing.T) {
 	} else {
 		d.Close()
 	}
-	do(c, "PATCH", "/vm", `{"state": "Paused"}`)
-	do(c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(last)+`}`)
+	mustDo(t, c, "PATCH", "/vm", `{"state": "Paused"}`)
+	mustDo(t, c, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(last)+`}`)
 	state, mem := filepath.Join(dir, "vm.state"), filepath.Join(dir, "vm.mem")
-	do(c, "PUT", "/snapshot/create", `{"snapshot_path": `+q(state)+`, "mem_file_path": `+q(mem)+`}`)
+	mustDo(t, c, "PUT", "/snapshot/create", `{"snapshot_path": `+jsonString(state)+`, "mem_file_path": `+jsonString(mem)+`}`)
 	ctl.Stop()
 
-	_, c2 := newCtl()
-	do(c2, "PUT", "/snapshot/load", `{"snapshot_path": `+q(state)+`, "mem_backend": {"backend_type": "File", "backend_path": `+q(mem)+`}}`)
+	_, c2 := serveTestController(t, h)
+	mustDo(t, c2, "PUT", "/snapshot/load", `{"snapshot_path": `+jsonString(state)+`, "mem_backend": {"backend_type": "File", "backend_path": `+jsonString(mem)+`}}`)
 	if got, want := drives(c2), "rootfs "+root+" Sync, data "+last+" Sync"; got != want {
 		t.Errorf("drives of the loaded snapshot: %s, want %s", got, want)
 	}
-	do(c2, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+q(next)+`}`)
-	do(c2, "PATCH", "/vm", `{"state": "Resumed"}`)
+	mustDo(t, c2, "PATCH", "/drives/data", `{"drive_id": "data", "path_on_host": `+jsonString(next)+`}`)
+	mustDo(t, c2, "PATCH", "/vm", `{"state": "Resumed"}`)
 	if got, want := drives(c2), "rootfs "+root+" Sync, data "+next+" Sync"; got != want {
 		t.Errorf("drives of the loaded snapshot after a patch: %s, want %s", got, want)
 	}

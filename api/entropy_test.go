@@ -4,13 +4,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/hv/hvtest"
 )
 
@@ -22,19 +19,8 @@ import (
 // resource), the microVM starts with it (on hvtest's backend, which runs
 // no guest), and PUT /entropy is refused once it has started.
 func TestEntropy(t *testing.T) {
-	ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
-		OpenHypervisor: func() (hv.Hypervisor, error) { return &hvtest.Hypervisor{}, nil }})
-	t.Cleanup(ctl.Close)
-	t.Cleanup(ctl.Stop)
+	ctl := newTestController(t, &hvtest.Hypervisor{})
 	c := serve(t, ctl)
-	const deser = "An error occurred when deserializing the json body of a request: "
-	refuse := func(method, path, body, want string) {
-		t.Helper()
-		err := within(c, method, path, json.RawMessage(body), nil)
-		if f, ok := err.(*Fault); !ok || !strings.Contains(f.Message, want) {
-			t.Errorf("%s %s %s: %v, want a fault with %q", method, path, body, err, want)
-		}
-	}
 	entropy := func() string {
 		t.Helper()
 		var full map[string]json.RawMessage
@@ -46,11 +32,11 @@ func TestEntropy(t *testing.T) {
 	if e := entropy(); e != "null" {
 		t.Errorf("entropy before PUT /entropy: %s, want null", e)
 	}
-	refuse("PUT", "/entropy", `{"rate_limiter": null, "bogus": 1}`, deser+`json: unknown field "bogus"`)
-	refuse("PUT", "/entropy", `{"rate_limiter": {"bandwidth": {"size": 1}}}`, deser+"missing field `refill_time`.")
-	refuse("PUT", "/entropy", `{"rate_limiter": {"ops": {"size": 100, "refill_time": 1000}}}`,
+	refuse(t, c, "PUT", "/entropy", `{"rate_limiter": null, "bogus": 1}`, deser+`json: unknown field "bogus"`)
+	refuse(t, c, "PUT", "/entropy", `{"rate_limiter": {"bandwidth": {"size": 1}}}`, deser+"missing field `refill_time`.")
+	refuse(t, c, "PUT", "/entropy", `{"rate_limiter": {"ops": {"size": 100, "refill_time": 1000}}}`,
 		"Entropy device error: squibd does not rate-limit the entropy device")
-	refuse("PUT", "/entropy", `{"rate_limiter": {"ops": {"size": 1, "refill_time": 1, "colour": 1}}}`, deser+`json: unknown field "colour"`)
+	refuse(t, c, "PUT", "/entropy", `{"rate_limiter": {"ops": {"size": 1, "refill_time": 1, "colour": 1}}}`, deser+`json: unknown field "colour"`)
 	if e := entropy(); e != "null" {
 		t.Errorf("entropy after refused PUTs: %s, want null", e)
 	}
@@ -62,7 +48,7 @@ func TestEntropy(t *testing.T) {
 	if e := entropy(); e != `{"rate_limiter":null}` {
 		t.Errorf("entropy after PUT /entropy: %s", e)
 	}
-	refuse("PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, errLoadAfterBootConfig.Error())
+	refuse(t, c, "PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, errLoadAfterBootConfig.Error())
 
 	kernel := filepath.Join(t.TempDir(), "Image")
 	image := make([]byte, 4096) // an arm64 Image header: placed, never run
@@ -86,7 +72,7 @@ func TestEntropy(t *testing.T) {
 	if !rng {
 		t.Error("the microVM started without its entropy device")
 	}
-	refuse("PUT", "/entropy", `{}`, errAfterStart.Error())
+	refuse(t, c, "PUT", "/entropy", `{}`, errAfterStart.Error())
 	if e := entropy(); e != `{"rate_limiter":null}` {
 		t.Errorf("entropy after the start: %s", e)
 	}

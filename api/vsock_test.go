@@ -3,15 +3,12 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/squibvm/squib/devices/vsock"
-	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/hv/hvtest"
 )
 
@@ -26,31 +23,9 @@ import (
 // socket, and GET /vm/config then names the new socket.
 func TestVsock(t *testing.T) {
 	h := &hvtest.Hypervisor{}
-	newCtl := func() (*Controller, *Client) {
-		ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
-			OpenHypervisor: func() (hv.Hypervisor, error) { return h, nil }})
-		t.Cleanup(ctl.Close)
-		t.Cleanup(ctl.Stop)
-		return ctl, serve(t, ctl)
-	}
-	ctl, c := newCtl()
+	ctl, c := serveTestController(t, h)
 	dir := t.TempDir()
 	uds, other, clone := filepath.Join(dir, "v.sock"), filepath.Join(dir, "other.sock"), filepath.Join(dir, "clone.sock")
-	const deser = "An error occurred when deserializing the json body of a request: "
-	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	refuse := func(c *Client, method, path, body, want string) {
-		t.Helper()
-		err := within(c, method, path, json.RawMessage(body), nil)
-		if f, ok := err.(*Fault); !ok || !strings.Contains(f.Message, want) {
-			t.Errorf("%s %s %s: %v, want a fault with %q", method, path, body, err, want)
-		}
-	}
-	do := func(c *Client, method, path, body string) {
-		t.Helper()
-		if err := within(c, method, path, json.RawMessage(body), nil); err != nil {
-			t.Fatalf("%s %s %s: %v", method, path, body, err)
-		}
-	}
 	vsockOf := func(c *Client) string {
 		t.Helper()
 		var full map[string]json.RawMessage
@@ -69,30 +44,30 @@ func TestVsock(t *testing.T) {
 	defer live.Close()
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	refuse(c, "PUT", "/vsock", `{"uds_path": `+q(uds)+`}`, deser+"missing field `guest_cid`.")
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 3}`, deser+"missing field `uds_path`.")
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+q(uds)+`, "cid": 4}`, deser+`json: unknown field "cid"`)
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 4294967296, "uds_path": `+q(uds)+`}`, deser+"json: cannot unmarshal number 4294967296")
-	refuse(c, "PUT", "/vsock", `{"guest_cid": -3, "uds_path": `+q(uds)+`}`, deser+"json: cannot unmarshal number -3")
-	refuse(c, "PUT", "/vsock", `{"guest_cid": "3", "uds_path": `+q(uds)+`}`, deser+"json: cannot unmarshal string")
+	refuse(t, c, "PUT", "/vsock", `{"uds_path": `+jsonString(uds)+`}`, deser+"missing field `guest_cid`.")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 3}`, deser+"missing field `uds_path`.")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+jsonString(uds)+`, "cid": 4}`, deser+`json: unknown field "cid"`)
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 4294967296, "uds_path": `+jsonString(uds)+`}`, deser+"json: cannot unmarshal number 4294967296")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": -3, "uds_path": `+jsonString(uds)+`}`, deser+"json: cannot unmarshal number -3")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": "3", "uds_path": `+jsonString(uds)+`}`, deser+"json: cannot unmarshal string")
 	for _, cid := range []string{"0", "1", "2", "4294967295"} {
-		refuse(c, "PUT", "/vsock", `{"guest_cid": `+cid+`, "uds_path": `+q(uds)+`}`, "Vsock config error: guest CID "+cid+" is reserved")
+		refuse(t, c, "PUT", "/vsock", `{"guest_cid": `+cid+`, "uds_path": `+jsonString(uds)+`}`, "Vsock config error: guest CID "+cid+" is reserved")
 	}
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": ""}`, "Vsock config error: no socket path")
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+q(live.Addr().String())+`}`, "Vsock config error: "+live.Addr().String()+": another process accepts connections on it")
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+q(file)+`}`, "Vsock config error: "+file+" exists and is not a socket")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": ""}`, "Vsock config error: no socket path")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+jsonString(live.Addr().String())+`}`, "Vsock config error: "+live.Addr().String()+": another process accepts connections on it")
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+jsonString(file)+`}`, "Vsock config error: "+file+" exists and is not a socket")
 	if v := vsockOf(c); v != "null" {
 		t.Errorf("vsock after refused PUTs: %s, want null", v)
 	}
-	do(c, "PUT", "/vsock", `{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": `+q(other)+`}`)
-	do(c, "PUT", "/vsock", `{"guest_cid": 5, "uds_path": `+q(uds)+`}`) // replaces it
-	if v, want := vsockOf(c), `{"guest_cid":5,"uds_path":`+q(uds)+`}`; v != want {
+	mustDo(t, c, "PUT", "/vsock", `{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": `+jsonString(other)+`}`)
+	mustDo(t, c, "PUT", "/vsock", `{"guest_cid": 5, "uds_path": `+jsonString(uds)+`}`) // replaces it
+	if v, want := vsockOf(c), `{"guest_cid":5,"uds_path":`+jsonString(uds)+`}`; v != want {
 		t.Errorf("vsock after PUT /vsock: %s, want %s", v, want)
 	}
-	refuse(c, "PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, errLoadAfterBootConfig.Error())
-	do(c, "PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
-	do(c, "PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, writeImage(t, dir)))
-	do(c, "PUT", "/actions", `{"action_type": "InstanceStart"}`)
+	refuse(t, c, "PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, errLoadAfterBootConfig.Error())
+	mustDo(t, c, "PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`)
+	mustDo(t, c, "PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path": %q}`, writeImage(t, dir)))
+	mustDo(t, c, "PUT", "/actions", `{"action_type": "InstanceStart"}`)
 	ctl.mu.Lock()
 	got := ctl.m.Config().Vsock
 	ctl.mu.Unlock()
@@ -105,20 +80,20 @@ func TestVsock(t *testing.T) {
 	if _, err := os.Lstat(other); err == nil {
 		t.Error("the replaced configuration's socket was bound")
 	}
-	refuse(c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+q(other)+`}`, errAfterStart.Error())
+	refuse(t, c, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+jsonString(other)+`}`, errAfterStart.Error())
 
-	do(c, "PATCH", "/vm", `{"state": "Paused"}`)
+	mustDo(t, c, "PATCH", "/vm", `{"state": "Paused"}`)
 	state, mem := filepath.Join(dir, "vm.state"), filepath.Join(dir, "vm.mem")
-	do(c, "PUT", "/snapshot/create", `{"snapshot_path": `+q(state)+`, "mem_file_path": `+q(mem)+`}`)
-	load := `{"snapshot_path": ` + q(state) + `, "mem_backend": {"backend_type": "File", "backend_path": ` + q(mem) + `}`
-	_, c2 := newCtl()
-	refuse(c2, "PUT", "/snapshot/load", load+`, "vsock_override": {}}`, deser+"missing field `uds_path`.")
-	refuse(c2, "PUT", "/snapshot/load", load+`, "vsock_override": {"uds_path": "x", "guest_cid": 3}}`, deser+`json: unknown field "guest_cid"`)
-	refuse(c2, "PUT", "/snapshot/load", load+`}`, "another process accepts connections on it (a clone of this snapshot?): "+
+	mustDo(t, c, "PUT", "/snapshot/create", `{"snapshot_path": `+jsonString(state)+`, "mem_file_path": `+jsonString(mem)+`}`)
+	load := `{"snapshot_path": ` + jsonString(state) + `, "mem_backend": {"backend_type": "File", "backend_path": ` + jsonString(mem) + `}`
+	_, c2 := serveTestController(t, h)
+	refuse(t, c2, "PUT", "/snapshot/load", load+`, "vsock_override": {}}`, deser+"missing field `uds_path`.")
+	refuse(t, c2, "PUT", "/snapshot/load", load+`, "vsock_override": {"uds_path": "x", "guest_cid": 3}}`, deser+`json: unknown field "guest_cid"`)
+	refuse(t, c2, "PUT", "/snapshot/load", load+`}`, "another process accepts connections on it (a clone of this snapshot?): "+
 		"give this microVM a socket of its own with vsock_override")
-	_, c3 := newCtl()
-	do(c3, "PUT", "/snapshot/load", load+`, "vsock_override": {"uds_path": `+q(clone)+`}}`)
-	if v, want := vsockOf(c3), `{"guest_cid":5,"uds_path":`+q(clone)+`}`; v != want {
+	_, c3 := serveTestController(t, h)
+	mustDo(t, c3, "PUT", "/snapshot/load", load+`, "vsock_override": {"uds_path": `+jsonString(clone)+`}}`)
+	if v, want := vsockOf(c3), `{"guest_cid":5,"uds_path":`+jsonString(clone)+`}`; v != want {
 		t.Errorf("vsock of the loaded snapshot: %s, want %s", v, want)
 	}
 }
@@ -135,10 +110,7 @@ func TestVsockConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := NewController(Options{Log: io.Discard, Console: io.Discard,
-		OpenHypervisor: func() (hv.Hypervisor, error) { return &hvtest.Hypervisor{}, nil }})
-	t.Cleanup(ctl.Close)
-	t.Cleanup(ctl.Stop)
+	ctl := newTestController(t, &hvtest.Hypervisor{})
 	if err := ctl.Configure(cfg); err != nil {
 		t.Fatal(err)
 	}
