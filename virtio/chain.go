@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+
+	"github.com/squibvm/squib/memory"
 )
 
 // Descriptor flags (virtio 1.2 §2.7.5).
@@ -167,4 +169,50 @@ func (q *Queue) descriptor(gpa uint64) (descriptor, error) {
 	}
 	le := binary.LittleEndian
 	return descriptor{le.Uint64(b), le.Uint32(b[8:]), le.Uint16(b[12:]), le.Uint16(b[14:])}, nil
+}
+
+// Room is the total length of the chain's writable buffers.
+func (c *Chain) Room() uint64 { return c.room }
+
+// Gather copies the chain's readable buffers, in order, into b and returns
+// the bytes copied; more reports that the buffers hold more than b.
+func (c *Chain) Gather(ram *memory.RAM, b []byte) (n int, more bool) {
+	for _, buf := range c.Readable {
+		if n == len(b) {
+			return n, true
+		}
+		src, err := ram.Slice(buf.Addr, uint64(min(buf.Len, uint32(len(b)-n))))
+		if err != nil {
+			return n, false // not reached: Pop checked that the buffers lie in RAM
+		}
+		n += copy(b[n:], src)
+		if uint64(len(src)) < uint64(buf.Len) {
+			return n, true
+		}
+	}
+	return n, false
+}
+
+// Scatter copies ps, one after the other, into the chain's writable
+// buffers, through RAM's write log, and returns the bytes written: all of
+// them, or the writable buffers' Room if that is less.
+func (c *Chain) Scatter(ram *memory.RAM, ps ...[]byte) uint32 {
+	var n uint32
+	bufs, off := c.Writable, uint32(0)
+	for _, p := range ps {
+		for len(p) > 0 && len(bufs) > 0 {
+			b := bufs[0]
+			k := min(uint32(len(p)), b.Len-off)
+			dst, err := ram.Mutable(b.Addr+uint64(off), uint64(k))
+			if err != nil {
+				return n // not reached: Pop checked that the buffers lie in RAM
+			}
+			copy(dst, p)
+			p, off, n = p[k:], off+k, n+k
+			if off == b.Len {
+				bufs, off = bufs[1:], 0
+			}
+		}
+	}
+	return n
 }

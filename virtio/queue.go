@@ -35,6 +35,7 @@ type Queue struct {
 
 	// The device side.
 	size                uint16 // num, once checked
+	features            uint64 // accepted by the driver
 	eventIdx, indirect  bool   // VIRTIO_F_EVENT_IDX and VIRTIO_F_INDIRECT_DESC negotiated
 	nextAvail, nextUsed uint16 // free-running indices of the next avail and used ring entries
 	availIdx            uint16 // avail.idx as last read
@@ -66,12 +67,16 @@ func (q *Queue) activate(features uint64) error {
 	case !q.ram.Contains(q.used, 6+8*n):
 		return fmt.Errorf("used ring [%#x, +%#x) is not inside guest RAM", q.used, 6+8*n)
 	}
-	q.size = uint16(n)
+	q.size, q.features = uint16(n), features
 	q.eventIdx = features&featEventIdx != 0
 	q.indirect = features&featIndirectDesc != 0
 	q.availIdx, q.signalled = q.nextAvail, q.nextUsed
 	return nil
 }
+
+// Features returns the feature bits the driver accepted, for a device type
+// whose work depends on them (a network device's offloads).
+func (q *Queue) Features() uint64 { return q.features }
 
 // Event fields of EVENT_IDX, after each ring's entries.
 func (q *Queue) usedEvent() uint64  { return q.avail + 4 + 2*uint64(q.size) }
