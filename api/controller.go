@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/squibvm/squib/devices/netdev"
 	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/snapshot"
@@ -50,11 +51,12 @@ type Controller struct {
 	view     atomic.Pointer[view]
 	format   logFormat
 	machine  machineConfig
-	boot     *BootSource // nil until PUT /boot-source
-	entropy  *Entropy    // nil until PUT /entropy: no virtio-rng device
-	drives   []Drive     // PUT /drives, in order, checked, with defaults filled in
-	vsock    *Vsock      // nil until PUT /vsock; without vsock_id
-	logCfg   *Logger     // the last PUT /logger, for GET /vm/config
+	boot     *BootSource     // nil until PUT /boot-source
+	entropy  *Entropy        // nil until PUT /entropy: no virtio-rng device
+	drives   []Drive         // PUT /drives, in order, checked, with defaults filled in
+	vsock    *Vsock          // nil until PUT /vsock; without vsock_id
+	nets     []netdev.Config // PUT /network-interfaces, in order, checked
+	logCfg   *Logger         // the last PUT /logger, for GET /vm/config
 	metCfg   *Metrics
 	bootPath bool // a boot resource was configured: no snapshot load
 	m        *vmm.Machine
@@ -155,11 +157,15 @@ func (c *Controller) unlock() {
 	}
 	mc := c.machine.wire()
 	none := []json.RawMessage{}
+	nets := []NetworkInterface{}
+	for _, n := range c.nets {
+		nets = append(nets, wireNet(n))
+	}
 	c.view.Store(&view{
 		info:    InstanceInfo{ID: c.opts.ID, State: state, VMMVersion: c.opts.Version, AppName: "squibd"},
 		machine: mc,
 		full: FullConfig{BootSource: &boot, MachineConfig: &mc, Logger: c.logCfg, Metrics: c.metCfg, Entropy: c.entropy,
-			Drives: append([]Drive{}, c.drives...), Vsock: c.vsock, NetworkInterfaces: none, Pmem: none},
+			Drives: append([]Drive{}, c.drives...), Vsock: c.vsock, NetworkInterfaces: nets, Pmem: none},
 	})
 	c.mu.Unlock()
 }
@@ -550,11 +556,15 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	if s.VsockOverride != nil {
 		o.VsockUDS = *s.VsockOverride.UDSPath
 	}
+	var err error
+	if o.Nets, err = netOverrides(s.NetworkOverrides); err != nil {
+		return fmt.Errorf("Load snapshot error: %w", err)
+	}
 	t := time.Now()
 	// The files are checked before the hypervisor is opened, so that a bad
 	// file is reported as such on any host, and before c.mu is taken, so
 	// that reading them stalls no other request.
-	err := snapshot.Check(files)
+	err = snapshot.Check(files)
 	c.mu.Lock()
 	defer c.unlock()
 	if perr := c.loadAllowedLocked(); perr != nil { // another request came first
@@ -584,6 +594,7 @@ func (c *Controller) snapshotLoad(s SnapshotLoad) error {
 	if v := rc.Vsock; v != nil {
 		c.vsock = &Vsock{GuestCID: ptr(uint32(v.CID)), UDSPath: &v.UDSPath}
 	}
+	c.nets = rc.Nets
 	c.metrics.store("latencies_us", "load_snapshot", time.Since(t))
 	c.Log().Info("snapshot loaded", "state", files.State, "memory", files.Memory, "took", time.Since(t))
 	go c.wait(c.m)

@@ -41,8 +41,8 @@ var routes = []route{
 
 	{"PUT /drives/{id}", "drive", withID(true, (*Controller).setDrive)},
 	{"PATCH /drives/{id}", "drive", withID(true, (*Controller).patchDrive)},
-	{"PUT /network-interfaces/{id}", "network", notYet("network interfaces")},
-	{"PATCH /network-interfaces/{id}", "network", notYet("network interfaces")},
+	{"PUT /network-interfaces/{id}", "network", withID(true, (*Controller).setNet)},
+	{"PATCH /network-interfaces/{id}", "network", withID(true, (*Controller).patchNet)},
 	{"GET /mmds", "mmds", notYet("MMDS")},
 	{"PUT /mmds", "mmds", notYet("MMDS")},
 	{"PATCH /mmds", "mmds", notYet("MMDS")},
@@ -117,13 +117,16 @@ func (v Vsock) check() error {
 	return nil
 }
 
-// driveID is Firecracker's rule for resource ids: 1 to 64 ASCII letters,
-// digits and underscores.
-func driveID(id string) error {
+// driveID is Firecracker's rule for resource ids, for a drive.
+func driveID(id string) error { return resourceID("Drive config error", "drive", id) }
+
+// resourceID is Firecracker's rule for resource ids: 1 to 64 ASCII
+// letters, digits and underscores.
+func resourceID(prefix, kind, id string) error {
 	if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(r rune) bool {
 		return !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
 	}) {
-		return fmt.Errorf("Drive config error: invalid drive id %q: 1 to 64 ASCII letters, digits and underscores", id)
+		return fmt.Errorf("%s: invalid %s id %q: 1 to 64 ASCII letters, digits and underscores", prefix, kind, id)
 	}
 	return nil
 }

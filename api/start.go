@@ -48,6 +48,7 @@ func (c *Controller) build() (*vmm.Machine, error) {
 	if v := c.vsock; v != nil {
 		cfg.Vsock = &vsock.Config{CID: uint64(*v.GuestCID), UDSPath: *v.UDSPath}
 	}
+	cfg.Nets = c.nets
 	if c.boot.BootArgs != nil {
 		cfg.Cmdline = *c.boot.BootArgs
 	}
@@ -140,6 +141,14 @@ func (c *Controller) Configure(cfg FullConfig) error {
 			return err
 		}
 	}
+	for _, n := range cfg.NetworkInterfaces {
+		if n.IfaceID == nil {
+			return bodyError("missing field `iface_id`")
+		}
+		if err := c.setNet(*n.IfaceID, n); err != nil {
+			return err
+		}
+	}
 	if cfg.BootSource == nil {
 		return bodyError("missing field `boot-source`")
 	}
@@ -152,7 +161,7 @@ func (c *Controller) Configure(cfg FullConfig) error {
 // unsupported refuses a configuration that asks for devices squib does
 // not have yet.
 func unsupported(cfg FullConfig) error {
-	lists := map[string][]json.RawMessage{"network-interfaces": cfg.NetworkInterfaces, "pmem": cfg.Pmem}
+	lists := map[string][]json.RawMessage{"pmem": cfg.Pmem}
 	for name, l := range lists {
 		if len(l) > 0 {
 			return fmt.Errorf("%s: squibd does not support this device yet", name)

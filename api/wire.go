@@ -109,6 +109,9 @@ type SnapshotLoad struct {
 	// VsockOverride gives the restored vsock device another socket
 	// (Firecracker 1.16): clones of one snapshot each need their own.
 	VsockOverride *VsockOverride `json:"vsock_override,omitempty"`
+	// NetworkOverrides give restored interfaces other backends of their
+	// kind (Firecracker's host_dev_name; squib's unixgram_path, publish).
+	NetworkOverrides []NetworkOverride `json:"network_overrides,omitempty"`
 }
 
 // VsockOverride is the vsock_override of PUT /snapshot/load; uds_path is
@@ -193,15 +196,15 @@ type FullConfig struct {
 	Logger        *Logger        `json:"logger"`
 	Metrics       *Metrics       `json:"metrics"`
 
-	Drives            []Drive           `json:"drives"`
-	NetworkInterfaces []json.RawMessage `json:"network-interfaces"`
-	Pmem              []json.RawMessage `json:"pmem"`
-	Vsock             *Vsock            `json:"vsock"`
-	Balloon           json.RawMessage   `json:"balloon"`
-	MMDSConfig        json.RawMessage   `json:"mmds-config"`
-	Entropy           *Entropy          `json:"entropy"`
-	CPUConfig         json.RawMessage   `json:"cpu-config"`
-	MemoryHotplug     json.RawMessage   `json:"memory-hotplug"`
+	Drives            []Drive            `json:"drives"`
+	NetworkInterfaces []NetworkInterface `json:"network-interfaces"`
+	Pmem              []json.RawMessage  `json:"pmem"`
+	Vsock             *Vsock             `json:"vsock"`
+	Balloon           json.RawMessage    `json:"balloon"`
+	MMDSConfig        json.RawMessage    `json:"mmds-config"`
+	Entropy           *Entropy           `json:"entropy"`
+	CPUConfig         json.RawMessage    `json:"cpu-config"`
+	MemoryHotplug     json.RawMessage    `json:"memory-hotplug"`
 }
 
 // Fault is the body of every error response, and the error the Client

@@ -12,6 +12,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/squibvm/squib/devices/blk"
+	"github.com/squibvm/squib/devices/netdev"
 	"github.com/squibvm/squib/devices/pl011"
 	"github.com/squibvm/squib/devices/pl031"
 	"github.com/squibvm/squib/devices/vsock"
@@ -318,4 +319,58 @@ func savedVsock(devices map[string]cbor.RawMessage) (*vsock.Config, error) {
 		return nil, fmt.Errorf("%s state: %w", vsockName, err)
 	}
 	return &vsock.Config{CID: s.CID, UDSPath: s.UDSPath}, nil
+}
+
+// netif is a virtio-net device, whose own state is its configuration
+// (netdev.State); a restore checks that it is the interface's.
+type netif struct{ *netdev.Device }
+
+func (n netif) saveState() (cbor.RawMessage, error) { return snapshot.Marshal(n.State()) }
+
+func (n netif) restoreState(b cbor.RawMessage) error {
+	var s netdev.State
+	if err := snapshot.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	if s.ID != n.State().ID {
+		return fmt.Errorf("network interface %s: the snapshot's state is interface %s's", n.State().ID, s.ID)
+	}
+	return nil
+}
+
+// savedNets is the network interfaces of a snapshot's device states, in
+// the order of their windows: the board's order.
+func savedNets(devices map[string]cbor.RawMessage) ([]netdev.Config, error) {
+	type saved struct {
+		base uint64
+		cfg  netdev.Config
+	}
+	var all []saved
+	for name, b := range devices {
+		if !strings.HasPrefix(name, netPrefix) {
+			continue
+		}
+		var v virtioState
+		var s netdev.State
+		if err := snapshot.Unmarshal(b, &v); err != nil {
+			return nil, fmt.Errorf("%s state: %w", name, err)
+		}
+		if err := snapshot.Unmarshal(v.Device, &s); err != nil {
+			return nil, fmt.Errorf("%s state: network interface: %w", name, err)
+		}
+		c, err := s.Config()
+		if err != nil {
+			return nil, fmt.Errorf("%s state: %w", name, err)
+		}
+		if netName(c.ID) != name {
+			return nil, fmt.Errorf("%s state: it names interface %q", name, c.ID)
+		}
+		all = append(all, saved{v.Base, c})
+	}
+	slices.SortFunc(all, func(a, b saved) int { return cmp.Compare(a.base, b.base) })
+	nets := make([]netdev.Config, len(all))
+	for i, s := range all {
+		nets[i] = s.cfg
+	}
+	return nets, nil
 }

@@ -275,6 +275,7 @@ func (m *Machine) Config() Config {
 	c := m.plan.Config
 	c.Kernel, c.Initrd = loader.File{}, loader.File{}
 	c.Drives = slices.Clone(c.Drives)
+	c.Nets = slices.Clone(c.Nets)
 	if c.Vsock != nil {
 		v := *c.Vsock
 		c.Vsock = &v

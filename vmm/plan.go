@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/squibvm/squib/devices/blk"
+	"github.com/squibvm/squib/devices/netdev"
 	"github.com/squibvm/squib/devices/rng"
 	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/gic"
@@ -41,6 +42,9 @@ type Config struct {
 	// sockets (Firecracker's hybrid vsock); its socket is bound when the
 	// machine is built.
 	Vsock *vsock.Config
+	// Nets are the guest's virtio-net interfaces, eth0 first; each opens
+	// its backend when the machine is built.
+	Nets []netdev.Config
 }
 
 // OpenFiles opens the boot files into c: the kernel and, unless initrdPath
@@ -98,9 +102,11 @@ const (
 	rngName     = "virtio-rng"
 	vsockName   = "virtio-vsock"
 	drivePrefix = "virtio-blk-"
+	netPrefix   = "virtio-net-"
 )
 
 func driveName(id string) string { return drivePrefix + id }
+func netName(id string) string   { return netPrefix + id }
 
 // Prepare checks cfg and lays out the board. Its errors are meant for users.
 func Prepare(cfg Config) (*Plan, error) {
@@ -122,6 +128,15 @@ func Prepare(cfg Config) (*Plan, error) {
 			return nil, fmt.Errorf("vsock: %w", err)
 		}
 		cfg.Vsock = &vsock.Config{CID: v.CID, UDSPath: v.UDSPath} // the plan's own
+	}
+	cfg.Nets = slices.Clone(cfg.Nets)
+	for i, n := range cfg.Nets {
+		if err := n.Check(); err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(cfg.Nets[:i], func(o netdev.Config) bool { return o.ID == n.ID }) {
+			return nil, fmt.Errorf("network interface %s: interface ids must be unique", n.ID)
+		}
 	}
 	img, err := loader.ParseImage(cfg.Kernel)
 	if err != nil {
@@ -170,6 +185,15 @@ func (p *Plan) layOut() (err error) {
 		p.virtio = append(p.virtio, virtioSlot{name: vsockName, dev: func(ram *memory.RAM, log *slog.Logger) (virtio.Device, error) {
 			dev, err := vsock.New(*v, ram, log)
 			return vsocket{dev}, err
+		}})
+	}
+	for _, n := range p.Nets {
+		p.virtio = append(p.virtio, virtioSlot{name: netName(n.ID), dev: func(ram *memory.RAM, log *slog.Logger) (virtio.Device, error) {
+			be, err := netdev.Open(n, log)
+			if err != nil {
+				return nil, err
+			}
+			return netif{netdev.New(n, be, ram, log)}, nil
 		}})
 	}
 	for i := range p.virtio {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/squibvm/squib/devices/netdev"
 	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/hv"
 	"github.com/squibvm/squib/memory"
@@ -185,6 +186,48 @@ type RestoreOptions struct {
 	// saved one (Firecracker's vsock_override): two clones of one snapshot
 	// cannot share one.
 	VsockUDS string
+	// Nets override the backends of the saved network interfaces
+	// (Firecracker's network_overrides), each naming an interface of the
+	// snapshot.
+	Nets []NetOverride
+}
+
+// NetOverride gives a restored network interface another backend of the
+// kind it had: a tap's name (Firecracker's host_dev_name), a unixgram
+// peer's socket, or the user-mode network's published ports.
+type NetOverride struct {
+	ID         string
+	Tap        string
+	Unixgram   string
+	Publish    []netdev.Forward
+	SetPublish bool // Publish replaces the saved forwards, even with none
+}
+
+// override applies o to the saved interfaces.
+func (o NetOverride) override(nets []netdev.Config) error {
+	i := slices.IndexFunc(nets, func(c netdev.Config) bool { return c.ID == o.ID })
+	if i < 0 {
+		return fmt.Errorf("network_overrides: the snapshot has no network interface %q", o.ID)
+	}
+	n := &nets[i]
+	switch {
+	case o.Tap != "" && n.Tap == "":
+		return fmt.Errorf("network_overrides: interface %s has no tap to replace", o.ID)
+	case o.Unixgram != "" && n.Unixgram == "":
+		return fmt.Errorf("network_overrides: interface %s has no unixgram socket to replace", o.ID)
+	case o.SetPublish && !n.User:
+		return fmt.Errorf("network_overrides: interface %s is not on the user-mode network, which alone publishes ports", o.ID)
+	}
+	if o.Tap != "" {
+		n.Tap = o.Tap
+	}
+	if o.Unixgram != "" {
+		n.Unixgram = o.Unixgram
+	}
+	if o.SetPublish {
+		n.Publish = o.Publish
+	}
+	return n.Check()
 }
 
 // Restore builds a machine from snapshot f on hypervisor h. Guest RAM maps
@@ -223,8 +266,17 @@ func Restore(h hv.Hypervisor, f snapshot.Files, o RestoreOptions, console io.Wri
 	case o.VsockUDS != "":
 		sock.UDSPath = o.VsockUDS
 	}
+	nets, err := savedNets(st.Machine.Devices)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", f.State, err)
+	}
+	for _, n := range o.Nets {
+		if err := n.override(nets); err != nil {
+			return nil, err
+		}
+	}
 	plan := &Plan{Config: Config{Cmdline: c.Cmdline, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, TrackDirtyPages: o.TrackDirtyPages, RNG: hasRNG,
-		Drives: drives, Vsock: sock}, RAMSize: st.Header.RAMSize}
+		Drives: drives, Vsock: sock, Nets: nets}, RAMSize: st.Header.RAMSize}
 	if plan.VCPUs > h.MaxVCPUs() {
 		return nil, fmt.Errorf("snapshot %s has %d vCPUs; the %s backend supports at most %d here", f.State, plan.VCPUs, h.Name(), h.MaxVCPUs())
 	}

@@ -172,7 +172,7 @@ func TestAPIFaults(t *testing.T) {
 		{"PUT", "/snapshot/load", `{"snapshot_path": "s", "mem_file_path": "m"}`, loadFault()},
 		{"PUT", "/drives/rootfs", `{"drive_id": "rootfs"}`, deser + "missing field `is_root_device`."},
 		{"PATCH", "/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": "` + missing + `"}`, "The requested operation is not supported before starting the microVM."},
-		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "squibd does not support network interfaces yet"},
+		{"PUT", "/network-interfaces/1", `{"iface_id": "1"}`, "give exactly one backend"},
 		{"PUT", "/vsock", `{"guest_cid": 3}`, deser + "missing field `uds_path`."},
 		{"PUT", "/vsock", `{"guest_cid": 2, "uds_path": "v.sock"}`, "Vsock config error: guest CID 2 is reserved"},
 		{"PUT", "/vsock", `{"guest_cid": 3, "uds_path": "` + dir + `"}`, "Vsock config error: " + dir + " exists and is not a socket"},

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/squibvm/squib/api"
@@ -42,6 +43,7 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	var snapshot, mem, power, driveID, drivePath, vsockUDS string
 	var resume, diff, copyMem, track bool
+	var overrides []api.NetworkOverride
 	if name == "drive" {
 		fs.StringVar(&driveID, "id", "", "the drive's `id` (its drive_id)")
 		fs.StringVar(&drivePath, "path", "", "the image `file` to make its medium")
@@ -57,6 +59,11 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 			fs.BoolVar(&copyMem, "copy-memory", false, "read the memory file in instead of mapping it copy-on-write")
 			fs.BoolVar(&track, "track-dirty-pages", false, "track the guest's writes, for diff snapshots of the restored microVM")
 			fs.StringVar(&vsockUDS, "vsock-uds", "", "give the restored vsock device the Unix socket `PATH` instead of the saved one (vsock_override)")
+			fs.Func("net", "give a restored interface another backend of its kind: `ID=tap:NAME`, ID=unixgram:PATH or ID=publish:SPEC[;SPEC...] (network_overrides; repeatable)", func(v string) error {
+				o, err := parseNetOverride(v)
+				overrides = append(overrides, o)
+				return err
+			})
 		}
 	}
 	if err := parseFlags(fs, args); errors.Is(err, flag.ErrHelp) {
@@ -99,6 +106,7 @@ func clientCmd(name string, args []string, stdout, stderr io.Writer) (int, error
 		if vsockUDS != "" {
 			body.VsockOverride = &api.VsockOverride{UDSPath: &vsockUDS}
 		}
+		body.NetworkOverrides = overrides
 		err = c.Do(ctx, http.MethodPut, "/snapshot/load", body, nil)
 	}
 	var info api.InstanceInfo
@@ -133,4 +141,28 @@ func unlessDefault[T comparable](v, def T) *T {
 func printJSON(w io.Writer, v any) {
 	b, _ := json.Marshal(v)
 	fmt.Fprintf(w, "%s\n", b)
+}
+
+// parseNetOverride parses a snapshot load --net value.
+func parseNetOverride(v string) (api.NetworkOverride, error) {
+	id, spec, _ := strings.Cut(v, "=")
+	kind, arg, _ := strings.Cut(spec, ":")
+	o := api.NetworkOverride{IfaceID: &id}
+	switch {
+	case id == "":
+	case kind == "tap" && arg != "":
+		o.HostDevName = &arg
+		return o, nil
+	case kind == "unixgram" && arg != "":
+		o.UnixgramPath = &arg
+		return o, nil
+	case kind == "publish":
+		p := []string{}
+		if arg != "" {
+			p = strings.Split(arg, ";")
+		}
+		o.Publish = &p
+		return o, nil
+	}
+	return o, fmt.Errorf("%q: use ID=tap:NAME, ID=unixgram:PATH or ID=publish:SPEC[;SPEC...]", v)
 }

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/squibvm/squib/devices/blk"
+	"github.com/squibvm/squib/devices/netdev"
 	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/vmm"
 )
@@ -27,6 +30,8 @@ type runFlags struct {
 	rng                     bool
 	drives                  []blk.Config
 	vsock                   *vsock.Config
+	nets                    []netdev.Config
+	publish                 []netdev.Forward
 	logLevel                slog.Level
 }
 
@@ -50,6 +55,16 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		f.vsock, err = parseVsock(v)
 		return err
 	})
+	fs.Func("net", "give the guest a virtio-net interface (repeatable: eth0, eth1, ...): `user` (the built-in user-mode network: DHCP, DNS, NAT, no root), tap:NAME (a Linux tap) or unixgram:PATH[,vfkit] (a gvproxy-style peer's socket; vfkit sends \"VFKT\" first); ,mac=MAC sets the guest's MAC", func(v string) error {
+		n, err := parseNet(v, len(f.nets))
+		f.nets = append(f.nets, n)
+		return err
+	})
+	fs.Func("publish", "forward a host port to the guest on its user-mode network: `[tcp:|udp:][HOST_IP:]HOST_PORT:GUEST_PORT` (repeatable; host IP 127.0.0.1 by default)", func(v string) error {
+		p, err := netdev.ParseForward(v)
+		f.publish = append(f.publish, p)
+		return err
+	})
 	fs.StringVar(&f.dumpDTB, "dump-dtb", "", "write the device tree squibd would boot with to `PATH` and exit")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelWarn, "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -57,6 +72,13 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	}
 	if f.kernel == "" {
 		return nil, usageError{"--kernel is required"}
+	}
+	if len(f.publish) > 0 {
+		i := slices.IndexFunc(f.nets, func(n netdev.Config) bool { return n.User })
+		if i < 0 {
+			return nil, usageError{"--publish needs --net user"}
+		}
+		f.nets[i].Publish = f.publish
 	}
 	if f.console != "stdio" && !strings.HasPrefix(f.console, "file:") {
 		return nil, usageError{fmt.Sprintf("--console %q: use stdio or file:PATH", f.console)}
@@ -75,7 +97,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, erro
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
 	log.Info("squibd starting", "pid", os.Getpid())
 
-	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng, Drives: f.drives, Vsock: f.vsock}
+	cfg := vmm.Config{Cmdline: f.cmdline, VCPUs: f.cpus, MemoryMiB: f.memory, RNG: f.rng, Drives: f.drives, Vsock: f.vsock, Nets: f.nets}
 	release, err := cfg.OpenFiles("--kernel", f.kernel, "--initrd", f.initrd)
 	if err != nil {
 		return 0, err
@@ -148,6 +170,39 @@ func parseDisk(v string, n int) (blk.Config, error) {
 		}
 	}
 	return d, nil
+}
+
+// parseNet parses a --net value into interface eth<i>.
+func parseNet(v string, i int) (netdev.Config, error) {
+	c := netdev.Config{ID: fmt.Sprintf("eth%d", i)}
+	spec, opts, _ := strings.Cut(v, ",")
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch {
+	case kind == "user" && arg == "":
+		c.User = true
+	case kind == "tap" && arg != "":
+		c.Tap = arg
+	case kind == "unixgram" && arg != "":
+		c.Unixgram = arg
+	default:
+		return c, fmt.Errorf("%q: use user, tap:NAME or unixgram:PATH", spec)
+	}
+	for o := range strings.SplitSeq(opts, ",") {
+		switch mac, isMAC := strings.CutPrefix(o, "mac="); {
+		case o == "":
+		case o == "vfkit" && c.Unixgram != "":
+			c.VfkitMagic = true
+		case isMAC:
+			m, err := net.ParseMAC(mac)
+			if err != nil || len(m) != 6 {
+				return c, fmt.Errorf("mac=%s is not a MAC address like 06:00:ac:10:00:02", mac)
+			}
+			c.MAC = m
+		default:
+			return c, fmt.Errorf("unknown option %q: use mac=MAC, and vfkit with unixgram", o)
+		}
+	}
+	return c, c.Check()
 }
 
 // parseVsock parses a --vsock value: the guest's CID (3 to 2^32-2), a

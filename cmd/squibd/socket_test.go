@@ -274,6 +274,9 @@ func TestClientBodies(t *testing.T) {
 		{[]string{"--resume", "--track-dirty-pages"}, base + `,"track_dirty_pages":true,"resume_vm":true}`},
 		{[]string{"--vcpu-power", "boot_vcpu", "--copy-memory"}, base + `,"vcpu_power":"boot_vcpu","copy_memory":true}`},
 		{[]string{"--vsock-uds", "/run/clone1.sock"}, base + `,"vsock_override":{"uds_path":"/run/clone1.sock"}}`},
+		{[]string{"--net", "eth0=tap:tap7", "--net", "eth1=unixgram:/run/gv.sock", "--net", "eth2=publish:8080:80;udp:53:53", "--net", "eth3=publish:"},
+			base + `,"network_overrides":[{"iface_id":"eth0","host_dev_name":"tap7"},{"iface_id":"eth1","unixgram_path":"/run/gv.sock"},` +
+				`{"iface_id":"eth2","publish":["8080:80","udp:53:53"]},{"iface_id":"eth3","publish":[]}]}`},
 	} {
 		args := append([]string{"snapshot", "load", "--socket", sock, "--snapshot", "s", "--mem", "m"}, c.flags...)
 		if _, stderr, status := runClient(t, args...); status != exitOK {
