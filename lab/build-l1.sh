@@ -9,6 +9,12 @@
 #   /init               l1-init
 #   /bin/iobench        iobench.c, static: the block benchmark the guest
 #                       runs too, for the floor under squibd's drives
+#   /bin/netbench       netbench.c, static: the stream benchmark, likewise
+#                       for squibd's network devices
+#   /lib/modules/RELEASE/  tun, bridge and what bridge needs (stp, llc),
+#                       decompressed, from each 6.12 kernel's package
+#                       (RELEASE: its uname -r), and the file load naming
+#                       them in the order l1-init loads them
 #   /guest/Image        the L2 guest kernel, raw
 #   /guest/Image.gz     the same, gzip'd
 #   /guest/initrd.gz    the L2 guest initramfs (guest-init as /init)
@@ -38,6 +44,13 @@ old_kernel=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-un
 k4=$(deb "linux-image-$l1_kernel-arm64-unsigned" './boot/vmlinuz-*')
 k16=$(deb "linux-image-$l1_kernel-arm64-16k-unsigned" './boot/vmlinuz-*')
 k61=$(deb "linux-image-$old_kernel-arm64-unsigned" './boot/vmlinuz-*')
+# Debian builds tun and bridge as modules; stp and llc are what bridge
+# depends on (the package has no modules.dep, depmod runs on install, so
+# modules() below checks each one's depends= against these and orders them).
+netmods=('./lib/modules/*/kernel/drivers/net/tun.ko*' './lib/modules/*/kernel/net/bridge/bridge.ko*'
+	'./lib/modules/*/kernel/net/802/stp.ko*' './lib/modules/*/kernel/net/llc/llc.ko*')
+m4=$(deb "linux-image-$l1_kernel-arm64-unsigned" "${netmods[@]}")
+m16=$(deb "linux-image-$l1_kernel-arm64-16k-unsigned" "${netmods[@]}")
 bb=$(deb busybox-static ./bin/busybox)
 e2fs=$(deb e2fsprogs ./sbin/debugfs ./sbin/e2fsck)
 libs=("$(deb libc6 '*/ld-linux-aarch64.so.1' '*/libc.so.6')")
@@ -49,7 +62,36 @@ done
 kernel=$("$LAB/build-kernel.sh")
 initrd=$("$LAB/build-initrd.sh")
 rootfs=$("$LAB/build-rootfs.sh")
-hash=$(cat "$LAB/l1-init" "$LAB/prog/iobench.c" "$LAB/build-l1.sh" "$LAB/lib.sh" <(echo "$k4 $k16 $k61 $bb $e2fs ${libs[*]} $kernel $initrd $rootfs") | key)
+hash=$(cat "$LAB/l1-init" "$LAB/prog/iobench.c" "$LAB/prog/netbench.c" "$LAB/build-l1.sh" "$LAB/lib.sh" \
+	<(echo "$k4 $k16 $k61 $m4 $m16 $bb $e2fs ${libs[*]} $kernel $initrd $rootfs"; aarch64-linux-gnu-gcc --version | head -1) | key)
+
+# modules TREE DIR: the modules under TREE/lib/modules/RELEASE, decompressed
+# into DIR/RELEASE (busybox insmod then needs no decompressor), with
+# DIR/RELEASE/load listing them so that each follows what it depends on.
+modules() {
+	local rel dir f m dep
+	for rel in "$1"/lib/modules/*; do
+		dir=$2/${rel##*/}
+		mkdir -p "$dir"
+		find "$rel" -name '*.ko*' | while read -r f; do
+			m=${f##*/}
+			case $m in
+			*.ko.xz) xz -dc "$f" >"$dir/${m%.xz}" ;;
+			*.ko.zst) zstd -qdc "$f" >"$dir/${m%.zst}" ;;
+			*.ko) cp "$f" "$dir/" ;;
+			*) die "$f: not a module" ;;
+			esac
+		done
+		for f in "$dir"/*.ko; do
+			m=$(basename "$f" .ko)
+			echo "$m $m"
+			for dep in $(tr '\0' '\n' <"$f" | sed -n 's/^depends=//p' | tr , ' '); do
+				[ -f "$dir/$dep.ko" ] || die "${rel##*/}: $m needs $dep, not taken from the package"
+				echo "$dep $m"
+			done
+		done | tsort >"$dir/load"
+	done
+}
 
 build() {
 	local root=$out/root
@@ -57,6 +99,9 @@ build() {
 	cp "$bb/bin/busybox" "$root/bin/"
 	ln -s busybox "$root/bin/sh"
 	cross_static "$LAB/prog/iobench.c" "$root/bin/iobench"
+	cross_static "$LAB/prog/netbench.c" "$root/bin/netbench"
+	modules "$m4" "$root/lib/modules"
+	modules "$m16" "$root/lib/modules"
 	install -m 0755 "$LAB/l1-init" "$root/init"
 	cp "$kernel/Image" "$kernel/Image.gz" "$initrd" "$rootfs" "$root/guest/"
 	mkdir -p "$root/sbin" "$root/lib/aarch64-linux-gnu"
