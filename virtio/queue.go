@@ -25,7 +25,7 @@ const availNoInterrupt = 1
 // Restore hold both locks.
 type Queue struct {
 	ram *memory.RAM
-	log *onceLog
+	log *OnceLog
 	max uint16 // QueueNumMax
 
 	// The driver's settings.
@@ -124,7 +124,7 @@ func (q *Queue) Pop(l Layout) (*Chain, error) {
 		if err == nil {
 			return c, nil
 		}
-		q.log.warn(err.Error(), "virtio: malformed descriptor chain returned unused to the driver", "reason", err, "head", head)
+		q.log.Warn(err.Error(), "virtio: malformed descriptor chain returned unused to the driver", "reason", err, "head", head)
 		if err := q.push(head, 0); err != nil {
 			return nil, err
 		}

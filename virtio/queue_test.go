@@ -12,7 +12,7 @@ import (
 // newQueue is a queue of the given size over ram, outside any transport,
 // activated with its rings at desc, avail and used.
 func newQueue(ram *memory.RAM, size uint16, desc, avail, used uint64, features uint64) (*Queue, error) {
-	q := &Queue{ram: ram, log: &onceLog{log: slog.New(slog.DiscardHandler)}, max: size,
+	q := &Queue{ram: ram, log: &OnceLog{Log: slog.New(slog.DiscardHandler)}, max: size,
 		num: uint32(size), ready: true, desc: desc, avail: avail, used: used}
 	return q, q.activate(features)
 }

@@ -118,7 +118,7 @@ type Transport struct {
 	id      uint32
 	ram     *memory.RAM
 	irq     func(level bool)
-	log     *onceLog
+	log     *OnceLog
 	offered uint64 // DeviceFeatures
 	queues  []*Queue
 	all     uint64 // one bit per queue
@@ -167,7 +167,7 @@ func New(dev Device, ram *memory.RAM, irq func(level bool), log *slog.Logger) (*
 	}
 	t := &Transport{
 		dev: dev, id: dev.ID(), ram: ram, irq: irq,
-		log:     &onceLog{log: log},
+		log:     &OnceLog{Log: log},
 		offered: feats | transportFeatures,
 		all:     1<<len(sizes) - 1,
 		wake:    make(chan struct{}, 1),
@@ -200,14 +200,14 @@ func (t *Transport) Read(off uint64, size int) uint64 {
 		return t.readConfig(off-regConfig, size)
 	}
 	if size != 4 || off%4 != 0 {
-		t.log.warn("access size", "virtio: register access that is not 32-bit and aligned ignored", "device", t.id, "offset", off, "size", size)
+		t.log.Warn("access size", "virtio: register access that is not 32-bit and aligned ignored", "device", t.id, "offset", off, "size", size)
 		return 0
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	v, ok := t.register(off)
 	if !ok {
-		t.log.warn("read", "virtio: read of an unknown or write-only register ignored", "device", t.id, "offset", off)
+		t.log.Warn("read", "virtio: read of an unknown or write-only register ignored", "device", t.id, "offset", off)
 	}
 	return uint64(v)
 }
@@ -253,11 +253,11 @@ func (t *Transport) register(off uint64) (uint32, bool) {
 // Write performs a driver's store of v at off.
 func (t *Transport) Write(off uint64, size int, v uint64) {
 	if off >= regConfig {
-		t.log.warn("config write", "virtio: driver write to the configuration space ignored", "device", t.id, "offset", off-regConfig, "size", size)
+		t.log.Warn("config write", "virtio: driver write to the configuration space ignored", "device", t.id, "offset", off-regConfig, "size", size)
 		return
 	}
 	if size != 4 || off%4 != 0 {
-		t.log.warn("access size", "virtio: register access that is not 32-bit and aligned ignored", "device", t.id, "offset", off, "size", size)
+		t.log.Warn("access size", "virtio: register access that is not 32-bit and aligned ignored", "device", t.id, "offset", off, "size", size)
 		return
 	}
 	w := uint32(v)
@@ -279,7 +279,7 @@ func (t *Transport) Write(off uint64, size int, v uint64) {
 	case regDriverFeatures:
 		switch {
 		case t.status&(statusDriver|statusFeaturesOK|statusFailed|statusNeedsReset) != statusDriver:
-			t.log.warn("features write", "virtio: DriverFeatures written outside feature negotiation ignored", "device", t.id, "status", t.status)
+			t.log.Warn("features write", "virtio: DriverFeatures written outside feature negotiation ignored", "device", t.id, "status", t.status)
 		case t.drvFeatSel <= 1: // bits 64 and up: none is offered or known
 			shift := 32 * t.drvFeatSel
 			t.drvFeatures = t.drvFeatures&^(0xffffffff<<shift) | uint64(w)<<shift
@@ -294,7 +294,7 @@ func (t *Transport) Write(off uint64, size int, v uint64) {
 	case regSHMSel:
 		// No shared memory regions to select.
 	default:
-		t.log.warn("write", "virtio: write to an unknown or read-only register ignored", "device", t.id, "offset", off)
+		t.log.Warn("write", "virtio: write to an unknown or read-only register ignored", "device", t.id, "offset", off)
 	}
 }
 
@@ -315,7 +315,7 @@ func (t *Transport) writeQueue(off uint64, w uint32) {
 		return // Linux stops its queues this way after the reset that stopped them
 	}
 	if q == nil || t.status&(statusFeaturesOK|statusDriverOK|statusFailed|statusNeedsReset) != statusFeaturesOK {
-		t.log.warn("queue write", "virtio: queue register write outside queue set-up ignored", "device", t.id, "queue", t.queueSel, "status", t.status)
+		t.log.Warn("queue write", "virtio: queue register write outside queue set-up ignored", "device", t.id, "queue", t.queueSel, "status", t.status)
 		return
 	}
 	low := func(a *uint64) { *a = *a&^0xffffffff | uint64(w) }
@@ -346,7 +346,7 @@ func (t *Transport) writeQueue(off uint64, w uint32) {
 // NotifyOffset) calls it from there; it may be called from any goroutine.
 func (t *Transport) Notify(i uint32) {
 	if i >= uint32(len(t.queues)) {
-		t.log.warn("notify", "virtio: notification of a queue the device does not have ignored", "device", t.id, "queue", i)
+		t.log.Warn("notify", "virtio: notification of a queue the device does not have ignored", "device", t.id, "queue", i)
 		return
 	}
 	t.pending.Or(1 << i)
@@ -377,13 +377,13 @@ func (t *Transport) writeStatus(v uint32) {
 	// The driver rewrites every bit it set; DEVICE_NEEDS_RESET is the
 	// device's, and stays whatever the driver writes.
 	if keep := t.status &^ statusNeedsReset; v&keep != keep {
-		t.log.warn("status clear", "virtio: status write that clears bits ignored", "device", t.id, "status", t.status, "value", v)
+		t.log.Warn("status clear", "virtio: status write that clears bits ignored", "device", t.id, "status", t.status, "value", v)
 		return
 	}
 	add := v &^ t.status &^ statusNeedsReset
 	t.status |= add & statusFailed
 	refuse := func(why string) {
-		t.log.warn(why, "virtio: status bit refused: "+why, "device", t.id, "status", t.status, "value", v)
+		t.log.Warn(why, "virtio: status bit refused: "+why, "device", t.id, "status", t.status, "value", v)
 	}
 	if add&statusAcknowledge != 0 {
 		t.status |= statusAcknowledge
@@ -442,7 +442,7 @@ func (t *Transport) activate() {
 // driver resets the device; a driver past DRIVER_OK gets a configuration
 // change interrupt (§2.1.2). Called with work and mu held.
 func (t *Transport) fail(err error) {
-	t.log.log.Warn("virtio: device needs reset", "device", t.id, "err", err)
+	t.log.Log.Warn("virtio: device needs reset", "device", t.id, "err", err)
 	t.active = false
 	t.status |= statusNeedsReset
 	if t.status&statusDriverOK != 0 {
@@ -481,7 +481,7 @@ func (t *Transport) readConfig(off uint64, size int) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if (size != 1 && size != 2 && size != 4 && size != 8) || off > uint64(len(t.config)) || uint64(size) > uint64(len(t.config))-off {
-		t.log.warn("config read", "virtio: configuration space read outside the space ignored", "device", t.id, "offset", off, "size", size)
+		t.log.Warn("config read", "virtio: configuration space read outside the space ignored", "device", t.id, "offset", off, "size", size)
 		return 0
 	}
 	var b [8]byte
@@ -581,15 +581,17 @@ func (t *Transport) Unquiesce() {
 	t.signal()
 }
 
-// onceLog logs each kind of guest misbehaviour once per transport, so a
-// guest cannot flood the log.
-type onceLog struct {
-	log  *slog.Logger
+// OnceLog logs each kind of guest misbehaviour once per transport or
+// device, so a guest cannot flood the log.
+type OnceLog struct {
+	Log  *slog.Logger
 	seen sync.Map // kinds logged
 }
 
-func (l *onceLog) warn(kind, msg string, args ...any) {
+// Warn logs msg at Warn level, unless a message of this kind was logged
+// before.
+func (l *OnceLog) Warn(kind, msg string, args ...any) {
 	if _, dup := l.seen.LoadOrStore(kind, true); !dup {
-		l.log.Warn(msg, args...)
+		l.Log.Warn(msg, args...)
 	}
 }

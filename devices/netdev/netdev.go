@@ -104,7 +104,7 @@ type Device struct {
 	ram      *memory.RAM
 	cfg      Config
 	be       Backend
-	log      *onceLog
+	log      *virtio.OnceLog
 	features uint64
 	notify   func(queue uint32)
 
@@ -128,7 +128,7 @@ func New(cfg Config, be Backend, ram *memory.RAM, log *slog.Logger) *Device {
 	if cfg.User && cfg.MAC == nil {
 		cfg.MAC = DefaultUserMAC // the network leases the guest's address to it
 	}
-	d := &Device{ram: ram, cfg: cfg, be: be, log: &onceLog{log: log},
+	d := &Device{ram: ram, cfg: cfg, be: be, log: &virtio.OnceLog{Log: log},
 		rx: make(chan []byte, depth), tx: make(chan []byte, depth), done: make(chan struct{})}
 	if cfg.MAC != nil {
 		d.features |= featMAC
@@ -180,7 +180,7 @@ func (d *Device) Handle(i int, q *virtio.Queue) error {
 	if o, ok := d.be.(offloader); ok && q.Features()&offloadFeatures != d.offloads {
 		d.offloads = q.Features() & offloadFeatures
 		if err := o.SetOffloads(d.offloads); err != nil {
-			d.log.warn("offloads", "net: the backend refused the guest's offloads", "err", err)
+			d.log.Warn("offloads", "net: the backend refused the guest's offloads", "err", err)
 		}
 	}
 	if i == rxQueue {
@@ -211,7 +211,7 @@ func (d *Device) serveRx(q *virtio.Queue) error {
 			f[10], f[11] = 1, 0 // num_buffers
 			n = c.Scatter(d.ram, f)
 		} else {
-			d.log.warn("rx short", "net: frame longer than the guest's receive buffer dropped", "frame", len(f), "buffer", c.Room())
+			d.log.Warn("rx short", "net: frame longer than the guest's receive buffer dropped", "frame", len(f), "buffer", c.Room())
 		}
 		if err := q.Push(c, n); err != nil {
 			return err
@@ -253,13 +253,13 @@ func (d *Device) frame(c *virtio.Chain) []byte {
 	f := d.scratch[:n]
 	switch {
 	case more:
-		d.log.warn("tx long", "net: transmitted frame longer than 65562 bytes dropped")
+		d.log.Warn("tx long", "net: transmitted frame longer than 65562 bytes dropped")
 		return nil
 	case n < HeaderSize:
-		d.log.warn("tx short", "net: transmitted chain shorter than the 12-byte header dropped", "len", n)
+		d.log.Warn("tx short", "net: transmitted chain shorter than the 12-byte header dropped", "len", n)
 		return nil
 	case d.features&featCSUM == 0 && (f[0]&hdrNeedsCsum != 0 || f[1] != gsoNone):
-		d.log.warn("tx offload", "net: transmitted frame asking for an offload the device did not offer dropped", "flags", f[0], "gso_type", f[1])
+		d.log.Warn("tx offload", "net: transmitted frame asking for an offload the device did not offer dropped", "flags", f[0], "gso_type", f[1])
 		return nil
 	}
 	return append([]byte(nil), f...)
@@ -277,7 +277,7 @@ func (d *Device) read() {
 		default:
 		}
 		if err != nil {
-			d.log.warn("read", "net: reading from the backend failed: the guest receives no more frames", "err", err)
+			d.log.Warn("read", "net: reading from the backend failed: the guest receives no more frames", "err", err)
 			return
 		}
 		if n < HeaderSize {
@@ -311,7 +311,7 @@ func (d *Device) write() {
 				return
 			default:
 			}
-			d.log.warn("write", "net: a frame the backend refused dropped", "err", err)
+			d.log.Warn("write", "net: a frame the backend refused dropped", "err", err)
 		}
 	}
 }
@@ -423,17 +423,4 @@ func (s State) Config() (Config, error) {
 		c.Publish = append(c.Publish, f)
 	}
 	return c, c.Check()
-}
-
-// onceLog logs each kind of guest misbehaviour once per device, so a
-// guest cannot flood the log.
-type onceLog struct {
-	log  *slog.Logger
-	seen sync.Map
-}
-
-func (l *onceLog) warn(kind, msg string, args ...any) {
-	if _, dup := l.seen.LoadOrStore(kind, true); !dup {
-		l.log.Warn(msg, args...)
-	}
 }

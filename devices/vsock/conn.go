@@ -90,7 +90,7 @@ func (c *conn) receive(h header, payload []virtio.Buffer) {
 	case ahead <= c.rxCnt-c.peerFwdCnt:
 		c.peerFwdCnt = h.fwdCnt
 	case ahead < 1<<31:
-		d.log.warn("credit lie", "vsock: guest claims to have consumed bytes never sent: connection reset",
+		d.log.Warn("credit lie", "vsock: guest claims to have consumed bytes never sent: connection reset",
 			"host_port", c.local, "guest_port", c.peer, "fwd_cnt", h.fwdCnt, "sent", c.rxCnt)
 		c.oweRst = true
 		return
@@ -100,7 +100,7 @@ func (c *conn) receive(h header, payload []virtio.Buffer) {
 		c.creditAsked = false
 	}
 	drop := func(why string) {
-		d.log.warn("unexpected "+why, "vsock: unexpected packet dropped: "+why, "op", h.op, "host_port", c.local, "guest_port", c.peer)
+		d.log.Warn("unexpected "+why, "vsock: unexpected packet dropped: "+why, "op", h.op, "host_port", c.local, "guest_port", c.peer)
 	}
 	switch {
 	case h.op == opResponse && c.state == stRequested:
@@ -111,7 +111,7 @@ func (c *conn) receive(h header, payload []virtio.Buffer) {
 		c.start(fmt.Appendf(nil, "OK %d\n", c.local))
 	case h.op == opRW && c.state == stEstablished && c.guestShut&shutSend == 0:
 		if c.txCnt-c.lastFwd+h.len > bufAlloc { // no wrap: txCnt-lastFwd <= bufAlloc, len <= 64 KiB
-			d.log.warn("overrun", "vsock: guest sent more than its credit: connection reset",
+			d.log.Warn("overrun", "vsock: guest sent more than its credit: connection reset",
 				"host_port", c.local, "guest_port", c.peer, "len", h.len)
 			c.oweRst = true
 			return

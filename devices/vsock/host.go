@@ -86,7 +86,7 @@ func (d *Device) accept() {
 			return
 		}
 		if err != nil { // out of descriptors, say: wait a little
-			d.log.warn("accept", "vsock: accepting a host connection", "err", err)
+			d.log.Warn("accept", "vsock: accepting a host connection", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -116,9 +116,9 @@ func (d *Device) handshake(s *net.UnixConn) {
 	switch {
 	case d.closed:
 	case err != nil:
-		d.log.log.Info("vsock: host connection closed: no CONNECT line", "err", err)
+		d.log.Log.Info("vsock: host connection closed: no CONNECT line", "err", err)
 	case len(d.conns) >= maxConns:
-		d.log.warn("host limit", "vsock: connection limit reached: host connection closed", "limit", maxConns)
+		d.log.Warn("host limit", "vsock: connection limit reached: host connection closed", "limit", maxConns)
 	default:
 		c = d.add(key{local: d.allocPort(), peer: port}, s, stRequest)
 	}
@@ -166,7 +166,7 @@ func (d *Device) dial(c *conn) {
 	dialer := net.Dialer{Timeout: dialTimeout}
 	s, err := dialer.DialContext(d.ctx, "unix", path)
 	if err != nil {
-		d.log.log.Debug("vsock: guest connection refused: nothing accepts on its socket", "path", path, "err", err)
+		d.log.Log.Debug("vsock: guest connection refused: nothing accepts on its socket", "path", path, "err", err)
 	}
 	c.mu.Lock()
 	c.dialed = true

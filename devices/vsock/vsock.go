@@ -143,7 +143,7 @@ type key struct{ local, peer uint32 }
 type Device struct {
 	ram    *memory.RAM
 	cfg    Config
-	log    *onceLog
+	log    *virtio.OnceLog
 	l      *net.UnixListener
 	ctx    context.Context // canceled by Close: dials in progress stop
 	cancel context.CancelFunc
@@ -177,7 +177,7 @@ func New(cfg Config, ram *memory.RAM, log *slog.Logger) (*Device, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Device{
-		ram: ram, cfg: cfg, log: &onceLog{log: log}, l: l, ctx: ctx, cancel: cancel,
+		ram: ram, cfg: cfg, log: &virtio.OnceLog{Log: log}, l: l, ctx: ctx, cancel: cancel,
 		conns: map[key]*conn{}, ports: map[uint32]int{}, handshakes: map[*net.UnixConn]bool{},
 		lastPort: firstHostPort - 1,
 	}, nil
@@ -283,7 +283,7 @@ func (d *Device) serveEvents(q *virtio.Queue) error {
 			n = w.n
 			d.resetOwed, d.evBase = false, base
 		} else {
-			d.log.warn("event buffer", "vsock: event buffer shorter than an event given back unused")
+			d.log.Warn("event buffer", "vsock: event buffer shorter than an event given back unused")
 		}
 		if err := q.Push(c, n); err != nil {
 			return err
@@ -322,12 +322,12 @@ func (d *Device) transmit(c *virtio.Chain) {
 		err = checkAddress(h, d.cfg.CID)
 	}
 	if err != nil {
-		d.log.warn(err.Error(), "vsock: malformed packet dropped", "reason", err, "src_cid", h.srcCID, "dst_cid", h.dstCID, "len", h.len)
+		d.log.Warn(err.Error(), "vsock: malformed packet dropped", "reason", err, "src_cid", h.srcCID, "dst_cid", h.dstCID, "len", h.len)
 		return
 	}
 	k := key{local: h.dstPort, peer: h.srcPort}
 	if h.typ != typeStream {
-		d.log.warn("type", "vsock: packet of a type other than stream answered with RST", "type", h.typ)
+		d.log.Warn("type", "vsock: packet of a type other than stream answered with RST", "type", h.typ)
 		d.orphanRst(k, h.op)
 		return
 	}
@@ -341,7 +341,7 @@ func (d *Device) transmit(c *virtio.Chain) {
 		d.request(k, h)
 	default:
 		// Routine after a reset on either side; not logged as misbehaviour.
-		d.log.log.Debug("vsock: packet for no connection answered with RST", "op", h.op, "host_port", k.local, "guest_port", k.peer)
+		d.log.Log.Debug("vsock: packet for no connection answered with RST", "op", h.op, "host_port", k.local, "guest_port", k.peer)
 		d.orphanRst(k, h.op)
 	}
 }
@@ -353,7 +353,7 @@ func (d *Device) orphanRst(k key, op uint16) {
 		return
 	}
 	if len(d.orphans) >= maxOrphans {
-		d.log.warn("orphans", "vsock: too many RSTs owed for packets of no connection: some dropped")
+		d.log.Warn("orphans", "vsock: too many RSTs owed for packets of no connection: some dropped")
 		return
 	}
 	d.orphans = append(d.orphans, k)
@@ -365,14 +365,14 @@ func (d *Device) orphanRst(k key, op uint16) {
 // dial is done.
 func (d *Device) request(k key, h header) {
 	if h.fwdCnt != 0 {
-		d.log.warn("request credit", "vsock: connection request claiming received data answered with RST", "fwd_cnt", h.fwdCnt)
+		d.log.Warn("request credit", "vsock: connection request claiming received data answered with RST", "fwd_cnt", h.fwdCnt)
 		d.orphanRst(k, h.op)
 		return
 	}
 	d.mu.Lock()
 	if len(d.conns) >= maxConns {
 		d.mu.Unlock()
-		d.log.warn("limit", "vsock: connection limit reached: guest connection request answered with RST", "limit", maxConns)
+		d.log.Warn("limit", "vsock: connection limit reached: guest connection request answered with RST", "limit", maxConns)
 		d.orphanRst(k, h.op)
 		return
 	}
@@ -522,7 +522,7 @@ func (d *Device) popRx(q *virtio.Queue) (*virtio.Chain, error) {
 		if room(c) > hdrSize {
 			return c, nil
 		}
-		d.log.warn("rx buffer", "vsock: receive buffer with no room past a packet header given back unused", "len", room(c))
+		d.log.Warn("rx buffer", "vsock: receive buffer with no room past a packet header given back unused", "len", room(c))
 		if err := q.Push(c, 0); err != nil {
 			return nil, err
 		}
@@ -536,17 +536,4 @@ func total(bufs []virtio.Buffer) uint64 {
 		n += uint64(b.Len)
 	}
 	return n
-}
-
-// onceLog logs each kind of guest misbehaviour once per device, so a
-// guest cannot flood the log.
-type onceLog struct {
-	log  *slog.Logger
-	seen sync.Map
-}
-
-func (l *onceLog) warn(kind, msg string, args ...any) {
-	if _, dup := l.seen.LoadOrStore(kind, true); !dup {
-		l.log.Warn(msg, args...)
-	}
 }
