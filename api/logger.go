@@ -48,13 +48,16 @@ type logFormat struct {
 func (f logFormat) logger() *slog.Logger {
 	opts := &slog.HandlerOptions{Level: f.level, AddSource: f.showOrigin}
 	opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
-		if len(groups) > 0 || a.Key != slog.LevelKey {
+		// The record's level, not an attribute that a caller named
+		// "level" (of another type).
+		l, ok := a.Value.Any().(slog.Level)
+		if len(groups) > 0 || a.Key != slog.LevelKey || !ok {
 			return a
 		}
 		if !f.showLevel {
 			return slog.Attr{}
 		}
-		if a.Value.Any().(slog.Level) < slog.LevelDebug {
+		if l < slog.LevelDebug {
 			return slog.String(slog.LevelKey, "TRACE")
 		}
 		return a

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -58,5 +59,21 @@ func TestMetricsPeriodic(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	if after := read(); len(after) != len(lines) {
 		t.Errorf("%d lines written after the microVM ended", len(after)-len(lines))
+	}
+}
+
+// TestLoggerLevelAttr: an attribute a caller names "level" (the
+// user-mode network's library did) is logged as it is, with or without
+// the record's level shown, and TRACE still spells the Trace level.
+func TestLoggerLevelAttr(t *testing.T) {
+	for _, show := range []bool{true, false} {
+		var b strings.Builder
+		log := logFormat{out: &b, level: levelTrace, showLevel: show}.logger()
+		log.Debug("m", "level", "x")
+		log.Log(context.Background(), levelTrace, "t")
+		got := b.String()
+		if !strings.Contains(got, "level=x") || show != strings.Contains(got, "level=TRACE") {
+			t.Errorf("showLevel %v: logged %q", show, got)
+		}
 	}
 }

@@ -365,7 +365,7 @@ func (libHook) Levels() []logrus.Level { return logrus.AllLevels }
 
 func (libHook) Fire(e *logrus.Entry) error {
 	if log := libLog.Load(); log != nil {
-		log.Debug("net: user-mode network: "+e.Message, "level", e.Level.String())
+		log.Debug("net: user-mode network: "+e.Message, "library_level", e.Level.String())
 	}
 	return nil
 }
