@@ -2,14 +2,12 @@ package netdev
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,34 +28,6 @@ const (
 	rxStride = 0x800
 )
 
-// logs is a slog handler that keeps the messages.
-type logs struct {
-	mu  sync.Mutex
-	msg []string
-}
-
-func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logs) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logs) WithGroup(string) slog.Handler            { return l }
-func (l *logs) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.msg = append(l.msg, r.Message)
-	return nil
-}
-
-func (l *logs) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, m := range l.msg {
-		if strings.Contains(m, sub) {
-			n++
-		}
-	}
-	return n
-}
-
 // rig is a device on a unixgram backend whose peer (gvproxy's side) is the
 // test's socket, driven by a test guest.
 type rig struct {
@@ -66,7 +36,7 @@ type rig struct {
 	drv  *virtiotest.Driver
 	peer *net.UnixConn // bound at the path squibd connects to
 	to   *net.UnixAddr // squibd's socket
-	logs *logs
+	logs *virtiotest.Logs
 	rx   map[uint16]uint64 // posted receive buffers by head
 	slot int               // the next transmit slot
 }
@@ -80,7 +50,7 @@ func newRig(t *testing.T, mac net.HardwareAddr) *rig {
 	}
 	t.Cleanup(func() { peer.Close() })
 	cfg := Config{ID: "eth0", MAC: mac, Unixgram: path, VfkitMagic: true}
-	l := &logs{}
+	l := &virtiotest.Logs{}
 	be, err := Open(cfg, slog.New(l))
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +213,7 @@ func TestHostileTransmit(t *testing.T) {
 		t.Error("a bad frame reached the peer")
 	}
 	for _, m := range []string{"shorter than the 12-byte header", "longer than 65562", "offload the device did not offer"} {
-		if n := r.logs.count(m); n != 1 {
+		if n := r.logs.Count(m); n != 1 {
 			t.Errorf("%q logged %d times, want once", m, n)
 		}
 	}
@@ -260,7 +230,7 @@ func TestReceiveTooLong(t *testing.T) {
 	if len(u) != 2 || u[0].Len != 0 || u[1].Len != HeaderSize+100 {
 		t.Fatalf("used %+v, want the first chain unused and the second with the 100-byte frame", u)
 	}
-	if n := r.logs.count("longer than the guest's receive buffer"); n != 1 {
+	if n := r.logs.Count("longer than the guest's receive buffer"); n != 1 {
 		t.Errorf("logged %d times, want once", n)
 	}
 }

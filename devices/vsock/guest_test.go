@@ -2,15 +2,12 @@ package vsock
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +50,7 @@ type guest struct {
 	tr      *virtio.Transport
 	drv     *virtiotest.Driver
 	path    string
-	logs    *logs
+	logs    *virtiotest.Logs
 	rx      map[uint16]posted
 	conns   map[[2]uint32]*gconn // by guest port, host port
 	listen  map[uint32]bool
@@ -97,7 +94,7 @@ func newGuest(t *testing.T, path string, s *State) *guest {
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "v.sock")
 	}
-	l := &logs{}
+	l := &virtiotest.Logs{}
 	d, err := New(Config{CID: guestCID, UDSPath: path}, ram, slog.New(l))
 	if err != nil {
 		t.Fatal(err)
@@ -445,33 +442,4 @@ func pattern(seed, n int) []byte {
 		b[i] = byte(x >> 24)
 	}
 	return b
-}
-
-// logs records log messages.
-type logs struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logs) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logs) WithGroup(string) slog.Handler            { return l }
-func (l *logs) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.msgs = append(l.msgs, r.Message)
-	return nil
-}
-
-// count is how many messages containing s were logged.
-func (l *logs) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, m := range l.msgs {
-		if strings.Contains(m, s) {
-			n++
-		}
-	}
-	return n
 }

@@ -447,8 +447,8 @@ func TestCredit(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if g.logs.count("more than its credit") != 1 || g.logs.count("consumed bytes never sent") != 1 {
-		t.Errorf("logs %q", g.logs.msgs)
+	if g.logs.Count("more than its credit") != 1 || g.logs.Count("consumed bytes never sent") != 1 {
+		t.Errorf("logs %q", g.logs.Messages())
 	}
 }
 
@@ -525,9 +525,9 @@ func TestMalformed(t *testing.T) {
 	}
 	g.echoed(s, []byte("still working"), 5*time.Second, "the echo")
 	for _, m := range []string{"malformed packet dropped", "other than stream", "receive buffer with no room"} {
-		n := g.logs.count(m)
+		n := g.logs.Count(m)
 		if m == "malformed packet dropped" && n != 5 || m != "malformed packet dropped" && n != 1 {
-			t.Errorf("%q logged %d times: %q", m, n, g.logs.msgs)
+			t.Errorf("%q logged %d times: %q", m, n, g.logs.Messages())
 		}
 	}
 }
