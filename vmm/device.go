@@ -255,34 +255,46 @@ func (d drive) restoreState(b cbor.RawMessage) error {
 // savedDrives is the drives of the virtio-blk devices in a snapshot's
 // device states, in the order of their windows: the board's order.
 func savedDrives(devices map[string]cbor.RawMessage) ([]blk.Config, error) {
+	return savedInOrder(devices, drivePrefix, func(name string, v virtioState) (blk.Config, error) {
+		var s blk.State
+		if err := snapshot.Unmarshal(v.Device, &s); err != nil {
+			return blk.Config{}, fmt.Errorf("%s state: drive: %w", name, err)
+		}
+		if driveName(s.ID) != name {
+			return blk.Config{}, fmt.Errorf("%s state: it names drive %q", name, s.ID)
+		}
+		return s.Config(), nil
+	})
+}
+
+// savedInOrder decodes the states of the devices whose names begin with
+// prefix, each with decode, in the order of their windows.
+func savedInOrder[C any](devices map[string]cbor.RawMessage, prefix string, decode func(name string, v virtioState) (C, error)) ([]C, error) {
 	type saved struct {
 		base uint64
-		cfg  blk.Config
+		cfg  C
 	}
 	var all []saved
 	for name, b := range devices {
-		if !strings.HasPrefix(name, drivePrefix) {
+		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
 		var v virtioState
-		var s blk.State
 		if err := snapshot.Unmarshal(b, &v); err != nil {
 			return nil, fmt.Errorf("%s state: %w", name, err)
 		}
-		if err := snapshot.Unmarshal(v.Device, &s); err != nil {
-			return nil, fmt.Errorf("%s state: drive: %w", name, err)
+		c, err := decode(name, v)
+		if err != nil {
+			return nil, err
 		}
-		if driveName(s.ID) != name {
-			return nil, fmt.Errorf("%s state: it names drive %q", name, s.ID)
-		}
-		all = append(all, saved{v.Base, s.Config()})
+		all = append(all, saved{v.Base, c})
 	}
 	slices.SortFunc(all, func(a, b saved) int { return cmp.Compare(a.base, b.base) })
-	drives := make([]blk.Config, len(all))
+	out := make([]C, len(all))
 	for i, s := range all {
-		drives[i] = s.cfg
+		out[i] = s.cfg
 	}
-	return drives, nil
+	return out, nil
 }
 
 // vsocket is a virtio-vsock device, whose own state is its vsock.State:
@@ -341,36 +353,18 @@ func (n netif) restoreState(b cbor.RawMessage) error {
 // savedNets is the network interfaces of a snapshot's device states, in
 // the order of their windows: the board's order.
 func savedNets(devices map[string]cbor.RawMessage) ([]netdev.Config, error) {
-	type saved struct {
-		base uint64
-		cfg  netdev.Config
-	}
-	var all []saved
-	for name, b := range devices {
-		if !strings.HasPrefix(name, netPrefix) {
-			continue
-		}
-		var v virtioState
+	return savedInOrder(devices, netPrefix, func(name string, v virtioState) (netdev.Config, error) {
 		var s netdev.State
-		if err := snapshot.Unmarshal(b, &v); err != nil {
-			return nil, fmt.Errorf("%s state: %w", name, err)
-		}
 		if err := snapshot.Unmarshal(v.Device, &s); err != nil {
-			return nil, fmt.Errorf("%s state: network interface: %w", name, err)
+			return netdev.Config{}, fmt.Errorf("%s state: network interface: %w", name, err)
 		}
 		c, err := s.Config()
 		if err != nil {
-			return nil, fmt.Errorf("%s state: %w", name, err)
+			return c, fmt.Errorf("%s state: %w", name, err)
 		}
 		if netName(c.ID) != name {
-			return nil, fmt.Errorf("%s state: it names interface %q", name, c.ID)
+			return c, fmt.Errorf("%s state: it names interface %q", name, c.ID)
 		}
-		all = append(all, saved{v.Base, c})
-	}
-	slices.SortFunc(all, func(a, b saved) int { return cmp.Compare(a.base, b.base) })
-	nets := make([]netdev.Config, len(all))
-	for i, s := range all {
-		nets[i] = s.cfg
-	}
-	return nets, nil
+		return c, nil
+	})
 }
