@@ -186,10 +186,10 @@ func (c *Controller) patchNet(id string, p PartialNetworkInterface) error {
 	return nil
 }
 
-// overrides turns network_overrides into the restore's.
-func netOverrides(os []NetworkOverride) ([]vmm.NetOverride, error) {
+// netOverrides turns network_overrides into the restore's.
+func netOverrides(overrides []NetworkOverride) ([]vmm.NetOverride, error) {
 	var out []vmm.NetOverride
-	for _, o := range os {
+	for _, o := range overrides {
 		if err := required(field{"iface_id", o.IfaceID != nil}); err != nil {
 			return nil, err
 		}

@@ -170,23 +170,31 @@ static void report(const char *what, unsigned long long bytes, uint64_t sum, dou
 
 static unsigned char buf[CHUNK];
 
-// readall reads fd to EOF and prints the RECV line.
-static void readall(int fd, double t0)
+// drain reads fd to EOF and returns the bytes read, folding them into the
+// FNV-1a sum *sum if sum is not NULL (and checks are on); a read error
+// fails with what.
+static unsigned long long drain(int fd, uint64_t *sum, const char *what)
 {
 	unsigned long long got = 0;
-	uint64_t sum = 14695981039346656037ull;
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof buf);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			syserr("read");
+			syserr(what);
 		if (n == 0)
-			break;
-		for (ssize_t i = 0; i < n && !nocheck; i++)
-			sum = (sum ^ buf[i]) * 1099511628211ull;
+			return got;
+		for (ssize_t i = 0; sum && i < n && !nocheck; i++)
+			*sum = (*sum ^ buf[i]) * 1099511628211ull;
 		got += n;
 	}
+}
+
+// readall reads fd to EOF and prints the RECV line.
+static void readall(int fd, double t0)
+{
+	uint64_t sum = 14695981039346656037ull;
+	unsigned long long got = drain(fd, &sum, "read");
 	report("RECV", got, sum, t0);
 	close(fd);
 }
@@ -218,15 +226,7 @@ static void writeall(int fd, unsigned long long bytes, double t0)
 	}
 	if (shutdown(fd, SHUT_WR) < 0)
 		syserr("shutdown");
-	for (;;) { // the peer sends nothing; EOF is its close
-		ssize_t n = read(fd, buf, sizeof buf);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			syserr("read after shutdown");
-		if (n == 0)
-			break;
-	}
+	drain(fd, NULL, "read after shutdown"); // the peer sends nothing; EOF is its close
 	report("SEND", bytes, sum, t0);
 	close(fd);
 }
