@@ -18,15 +18,16 @@ import (
 // curl: the client is apiscenario, a small Go program cross-compiled here
 // (its package comment describes the scenarios).
 
-// buildForL1 cross-compiles the e2e command in directory name (apiscenario,
-// labtool) for L1 and returns the binary's path.
-func buildForL1(t testing.TB, name string) string {
+// buildForL1 cross-compiles the command pkg (an e2e command such as
+// ./apiscenario, or a tool of go.mod such as gvproxy's package) for L1 and
+// returns the binary's path.
+func buildForL1(t testing.TB, pkg string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	build := exec.Command("go", "build", "-o", path, "./"+name)
+	path := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	build := exec.Command("go", "build", "-o", path, pkg)
 	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("cross-compiling %s: %v\n%s", name, err, out)
+		t.Fatalf("cross-compiling %s: %v\n%s", pkg, err, out)
 	}
 	return path
 }
@@ -52,7 +53,7 @@ func buildForL1(t testing.TB, name string) string {
 //   - no-api: --no-api --config-file boots a guest that powers off: exit 0.
 func TestAPI(t *testing.T) {
 	lab.Require(t)
-	scenario := buildForL1(t, "apiscenario")
+	scenario := buildForL1(t, "./apiscenario")
 	config := filepath.Join(t.TempDir(), "vm.json")
 	err := os.WriteFile(config, []byte(`{
 		"boot-source": {"kernel_image_path": "/guest/Image", "initrd_path": "/guest/initrd.gz",
@@ -118,7 +119,7 @@ func TestAPI(t *testing.T) {
 //	go test -run '^$' -bench APILab -benchtime 1x ./e2e/
 func BenchmarkAPILab(b *testing.B) {
 	lab.Require(b)
-	scenario := buildForL1(b, "apiscenario")
+	scenario := buildForL1(b, "./apiscenario")
 	const requests = 200
 	re := regexp.MustCompile(`SQUIB-API-BENCH n=\d+ load=\d+ patch_vm_p50_us=(\d+) patch_vm_p99_us=(\d+) get_p50_us=(\d+) get_p99_us=(\d+)`)
 	b.ResetTimer()

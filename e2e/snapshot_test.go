@@ -71,7 +71,7 @@ func TestSnapshotInKernelPSCI(t *testing.T) {
 // scenarios need in L1: /labtool and testdata's scripts under /e2e.
 func labFiles(t testing.TB) map[string]string {
 	t.Helper()
-	files := map[string]string{"/labtool": buildForL1(t, "labtool")}
+	files := map[string]string{"/labtool": buildForL1(t, "./labtool")}
 	scripts, err := filepath.Glob("testdata/*.sh")
 	if err != nil || len(scripts) == 0 {
 		t.Fatalf("no scenario scripts in testdata: %v", err)
