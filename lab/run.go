@@ -62,7 +62,7 @@ const Unfinished = -1
 //
 // The guest's init reads squib.test=NAME from its command line, with NAME
 // one of poweroff (default), cpus, reboot, counter, workload, rng, blk,
-// rootfs, diskloop, hostile, blkbench, vsock or shell; see lab/guest-init for the
+// rootfs, diskloop, hostile, hostilenet, blkbench, vsock, net, nettap or shell; see lab/guest-init for the
 // markers each prints.
 type Options struct {
 	PageSize PageSize          // L1 page size: Page4K (default) or Page16K
