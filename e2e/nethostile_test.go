@@ -56,7 +56,7 @@ const hostileMsg = "hello from the hostile guest\n"
 // RST; on an open connection an unknown op is dropped, a huge buf_alloc is
 // the guest's to give, and a fwd_cnt beyond what the device sent resets
 // the connection. A REQUEST to a port with a listener gets RESPONSE (and
-// the device's 64 KiB buf_alloc), a CREDIT_REQUEST a CREDIT_UPDATE, a
+// the device's 256 KiB buf_alloc), a CREDIT_REQUEST a CREDIT_UPDATE, a
 // SHUTDOWN of both directions an RST once the 29 bytes sent are written
 // to the host (fwd_cnt 29); a REQUEST to a port nobody listens on, RST.
 var netHostileWant = []struct{ name, answer string }{
@@ -78,15 +78,15 @@ var netHostileWant = []struct{ name, answer string }{
 	{"unknown-op", "tx=0 rx=rst used=44 from=2:5001 to=3:1024 len=0 buf_alloc=0 fwd_cnt=0"},
 	{"rw-unopened", "tx=0 rx=rst used=44 from=2:5001 to=3:1024 len=0 buf_alloc=0 fwd_cnt=0"},
 	{"request-fwd-cnt", "tx=0 rx=rst used=44 from=2:5001 to=3:1024 len=0 buf_alloc=0 fwd_cnt=0"},
-	{"connect", "tx=0 rx=response used=44 from=2:5001 to=3:1025 len=0 buf_alloc=65536 fwd_cnt=0"},
+	{"connect", "tx=0 rx=response used=44 from=2:5001 to=3:1025 len=0 buf_alloc=262144 fwd_cnt=0"},
 	{"unknown-op-open", "tx=0 rx=none"},
 	{"buf-alloc-lie", "tx=0 rx=none"},
-	{"credit-request", "tx=0 rx=credit_update used=44 from=2:5001 to=3:1025 len=0 buf_alloc=65536 fwd_cnt=0"},
+	{"credit-request", "tx=0 rx=credit_update used=44 from=2:5001 to=3:1025 len=0 buf_alloc=262144 fwd_cnt=0"},
 	{"rw", "tx=0 rx=none"},
-	{"shutdown", "tx=0 rx=rst used=44 from=2:5001 to=3:1025 len=0 buf_alloc=65536 fwd_cnt=29"},
-	{"connect2", "tx=0 rx=response used=44 from=2:5002 to=3:1026 len=0 buf_alloc=65536 fwd_cnt=0"},
-	{"fwd-cnt-lie", "tx=0 rx=rst used=44 from=2:5002 to=3:1026 len=0 buf_alloc=65536 fwd_cnt=0"},
-	{"no-listener", "tx=0 rx=rst used=44 from=2:5003 to=3:1027 len=0 buf_alloc=65536 fwd_cnt=0"},
+	{"shutdown", "tx=0 rx=rst used=44 from=2:5001 to=3:1025 len=0 buf_alloc=262144 fwd_cnt=29"},
+	{"connect2", "tx=0 rx=response used=44 from=2:5002 to=3:1026 len=0 buf_alloc=262144 fwd_cnt=0"},
+	{"fwd-cnt-lie", "tx=0 rx=rst used=44 from=2:5002 to=3:1026 len=0 buf_alloc=262144 fwd_cnt=0"},
+	{"no-listener", "tx=0 rx=rst used=44 from=2:5003 to=3:1027 len=0 buf_alloc=262144 fwd_cnt=0"},
 }
 
 // netHostileWarns are squibd's WARN lines for the cases, one per kind of

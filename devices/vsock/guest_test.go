@@ -26,7 +26,7 @@ const (
 	evArea   = ramBase + 0x10000
 	txArea   = ramBase + 0x20000
 	txSlot   = hdrSize + maxPayload
-	txSlots  = 4
+	txSlots  = 8
 	rxArea   = ramBase + 0x100000
 	rxLen    = hdrSize + 4096 // Linux's receive buffers
 	rxStride = 0x2000

@@ -422,11 +422,15 @@ func TestCredit(t *testing.T) {
 		t.Errorf("CREDIT_UPDATE %+v", p.h)
 	}
 
-	// Two 40 KiB packets in one batch: past the 64 KiB advertised.
-	data := pattern(1, 40<<10)
-	h1, h2 := g.hdr(over, opRW), g.hdr(over, opRW)
-	h1.len, h2.len = uint32(len(data)), uint32(len(data))
-	g.send(pkt{h1, data}, pkt{h2, data})
+	// One full packet more than the buffer advertised, in one batch.
+	data := pattern(1, maxPayload)
+	var batch []pkt
+	for range bufAlloc/maxPayload + 1 {
+		h := g.hdr(over, opRW)
+		h.len = uint32(len(data))
+		batch = append(batch, pkt{h, data})
+	}
+	g.send(batch...)
 	g.expect(opRst, 7000)
 
 	h := g.hdr(liar, opCreditUpdate)
@@ -468,11 +472,11 @@ func TestMalformed(t *testing.T) {
 	for i := range uint64(3) {
 		g.postRx(rxArea+rxCount*rxStride+i*64, hdrSize-uint32(i))
 	}
-	for range 70 / txSlots {
+	for range 70 / 4 {
 		g.send(pkt{h: good}, pkt{h: good}, pkt{h: good}, pkt{h: good})
 		g.step()
 	}
-	g.run(5*time.Second, "the RSTs", func() bool { return len(g.seen) == 70/txSlots*txSlots })
+	g.run(5*time.Second, "the RSTs", func() bool { return len(g.seen) == 70/4*4 })
 	g.cursor = len(g.seen)
 	with := func(f func(*header)) header {
 		h := good
