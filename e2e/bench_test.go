@@ -285,3 +285,46 @@ func blkUnit(op string) string {
 	}
 	return "mib_per_s"
 }
+
+// BenchmarkNetLab runs testdata/netperf.sh (ROUNDS=3) in one L1 per page
+// size: 64 MiB streams between a guest and L1 over vsock and over TCP
+// through the user-mode network, each way, against the same stream between
+// two L1 processes over a Unix socket and over loopback TCP. It prints
+// each figure's median over the rounds and its ratio to the floor's, and
+// the vCPUs' exits for the whole run.
+func BenchmarkNetLab(b *testing.B) {
+	lab.Require(b)
+	files := labFiles(b)
+	for range b.N {
+		for _, ps := range []lab.PageSize{lab.Page4K, lab.Page16K} {
+			r := lab.Run(b, lab.Options{PageSize: ps, Files: files, Timeout: 60 * time.Minute,
+				Commands: []lab.Command{{Name: "netperf", Args: []string{"/bin/sh", "-c", "ROUNDS=3 . /e2e/netperf.sh"}}}})[0]
+			if r.ExitCode != 0 {
+				b.Fatalf("%dK: netperf.sh exited %d (%s)\n%s", ps, r.ExitCode, why(r.Output), r.Output)
+			}
+			mbps := map[string][]float64{}
+			for _, line := range strings.Split(r.Output, "\n") {
+				what, rest, _ := strings.Cut(strings.TrimRight(line, "\r"), " ")
+				// L1's side of each stream: the reader for the floors and
+				// the uploads, the writer for the downloads.
+				if f := fields(rest, "SQUIB-NETBENCH-RECV"); f != nil && !strings.HasSuffix(what, "-GUEST") {
+					mbps[what] = append(mbps[what], num(f["mbps"]))
+				} else if f := fields(rest, "SQUIB-NETBENCH-SEND"); f != nil && (strings.HasPrefix(what, "FLOOR") || strings.HasSuffix(what, "-DOWN")) {
+					mbps[what] = append(mbps[what], num(f["mbps"]))
+				}
+			}
+			for _, s := range []struct{ what, floor string }{
+				{"VSOCK-UP", "FLOOR-UNIX"}, {"VSOCK-DOWN", "FLOOR-UNIX"}, {"TCP-UP", "FLOOR-TCP"}, {"TCP-DOWN", "FLOOR-TCP"},
+			} {
+				g, f := mbps[s.what], mbps[s.floor]
+				if len(g) == 0 || len(f) != len(g) {
+					b.Fatalf("%dK: %s %v, %s %v: want a figure of each per round\n%s", ps, s.what, g, s.floor, f, r.Output)
+				}
+				ratio := median(g) / median(f)
+				b.ReportMetric(ratio, fmt.Sprintf("x-%s-%dK", strings.ToLower(s.what), ps))
+				b.Logf("%2dK %-10s median %8.1f Mbit/s (rounds %.1f), %s %8.1f (%.1f): %.3fx", ps, s.what, median(g), g, s.floor, median(f), f, ratio)
+			}
+			b.Logf("%2dK %s", ps, lineAfter(r.Output, "EXITS"))
+		}
+	}
+}

@@ -86,10 +86,11 @@ fail() {
 	exit "$code"
 }
 
-# waitn PATTERN FILE N: wait (up to 120 s) until N lines of FILE match PATTERN.
+# waitn PATTERN FILE N [SECONDS]: wait (default 120 s) until N lines of
+# FILE match PATTERN.
 waitn() {
 	local i=0
-	until [ "$(grep -Ec "$1" "$2")" -ge "$3" ] || [ $i -ge 1200 ]; do
+	until [ "$(grep -Ec "$1" "$2")" -ge "$3" ] || [ $i -ge $((${4:-120} * 10)) ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -108,4 +109,21 @@ dirty() {
 blocks() {
 	/squibd snapshot verify --snapshot /tmp/$1.state --mem /tmp/$1.mem --json | tr ',{}' '\n\n\n' |
 		awk -F: '/"data_blocks"/ {d=$2} /"allocated_bytes"/ {a=$2} END {print "data_blocks=" d " allocated=" a}'
+}
+
+# stream NAME WHAT RECV SEND: one netbench stream (lab/prog/netbench.c),
+# "netbench RECV" run in L1 in the background, "netbench SEND" typed to
+# NAME's guest, given 300 s; prints "WHAT <L1's line>" and "WHAT-GUEST
+# <the guest's line>".
+stream() {
+	local k
+	/bin/netbench $3 >/tmp/bench.out 2>&1 &
+	bg="$bg $!"
+	waitfor 'SQUIB-NETBENCH-READY' /tmp/bench.out 30 || { cat /tmp/bench.out; fail 60 $1; }
+	k=$(grep -c 'SQUIB-GUEST-RUN SQUIB-NETBENCH-' /tmp/$1.out)
+	say $1 "run netbench $4"
+	waitn 'SQUIB-GUEST-RUN SQUIB-NETBENCH-' /tmp/$1.out $((k + 1)) 300 || { echo "$2 $(tail -1 /tmp/bench.out)"; fail 61 $1; }
+	waitfor 'SQUIB-NETBENCH-(RECV|SEND|FAIL)' /tmp/bench.out 60 || { cat /tmp/bench.out; fail 62 $1; }
+	echo "$2 $(grep -o 'SQUIB-NETBENCH-[A-Z]* .*' /tmp/bench.out | tail -1)"
+	echo "$2-GUEST $(grep -o 'SQUIB-GUEST-RUN SQUIB-NETBENCH-[A-Z]* .*' /tmp/$1.out | tail -1 | tr -d '\r' | cut -d' ' -f2-)"
 }

@@ -24,22 +24,6 @@ httpd -p 127.0.0.1:8000 -h /www
 # get PORT: the body of GET /hello from 127.0.0.1:PORT.
 get() { printf 'GET /hello HTTP/1.0\r\n\r\n' | nc 127.0.0.1 "$1" | tail -1; }
 
-# bench NAME WHAT RECV SEND: one 64 MiB stream, RECV run in L1 in the
-# background, SEND typed to NAME's guest; prints "WHAT <L1's line>" and
-# "WHAT-GUEST <the guest's line>".
-bench() {
-	local k
-	/bin/netbench $3 >/tmp/bench.out 2>&1 &
-	bg="$bg $!"
-	waitfor 'SQUIB-NETBENCH-READY' /tmp/bench.out 30 || { cat /tmp/bench.out; fail 110 $1; }
-	k=$(grep -c 'SQUIB-GUEST-RUN SQUIB-NETBENCH-' /tmp/$1.out)
-	say $1 "run netbench $4"
-	waitn 'SQUIB-GUEST-RUN SQUIB-NETBENCH-' /tmp/$1.out $((k + 1)) || { echo "$2 $(tail -1 /tmp/bench.out)"; fail 111 $1; }
-	waitfor 'SQUIB-NETBENCH-(RECV|SEND|FAIL)' /tmp/bench.out 60 || { cat /tmp/bench.out; fail 112 $1; }
-	echo "$2 $(grep -o 'SQUIB-NETBENCH-[A-Z]* .*' /tmp/bench.out | tail -1)"
-	echo "$2-GUEST $(grep -o 'SQUIB-GUEST-RUN SQUIB-NETBENCH-[A-Z]* .*' /tmp/$1.out | tail -1 | tr -d '\r' | cut -d' ' -f2-)"
-}
-
 start a --config-file /tmp/net.json
 waitfor 'SQUIB-GUEST-NET-(ADDR|FAIL)' /tmp/a.out 300 || fail 100 a
 waitfor 'SQUIB-GUEST-NET-FETCH' /tmp/a.out 300 || fail 101 a
@@ -48,8 +32,8 @@ for what in MAC ADDR DNS FETCH; do
 	echo "$what a $(grep -o "SQUIB-GUEST-NET-$what.*" /tmp/a.out | head -1 | tr -d '\r' | sed 's/^SQUIB-GUEST-NET-[A-Z]*[= ]//')"
 done
 echo "PUBLISHED a $(get 8080)"
-bench a UP "recv -n tcp:0.0.0.0:9000" "send -n tcp:192.168.127.254:9000 $mib64"
-bench a DOWN "recv -r -n tcp:0.0.0.0:9001 $mib64" "send -r -n tcp:192.168.127.254:9001"
+stream a UP "recv -n tcp:0.0.0.0:9000" "send -n tcp:192.168.127.254:9000 $mib64"
+stream a DOWN "recv -r -n tcp:0.0.0.0:9001 $mib64" "send -r -n tcp:192.168.127.254:9001"
 /bin/netbench recv -n tcp:0.0.0.0:9002 >/tmp/floor.out 2>&1 &
 bg="$bg $!"
 waitfor 'SQUIB-NETBENCH-READY' /tmp/floor.out 30 || fail 113 a
