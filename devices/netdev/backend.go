@@ -24,6 +24,9 @@ type Backend interface {
 	// and segmentation requests on (so the device may offer CSUM,
 	// GUEST_CSUM and the TSO/UFO bits).
 	Offloads() bool
+	// MTU is the IP MTU the device tells the guest (VIRTIO_NET_F_MTU),
+	// or 0 to leave the guest at Ethernet's 1500.
+	MTU() int
 	// ReadFrame reads the next frame, header first, into b (MaxFrame
 	// bytes), blocking until one comes; it returns the frame's length
 	// with its header. A frame too long for b may be dropped or

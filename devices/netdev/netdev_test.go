@@ -137,7 +137,7 @@ func TestConfigSpace(t *testing.T) {
 	if got := r.d.Features(); got != featMAC {
 		t.Errorf("features %#x on a unixgram backend, want MAC alone (%#x)", got, featMAC)
 	}
-	if got := r.d.Config(); !bytes.Equal(got, append(mac[:6:6], 0, 0, 0, 0)) {
+	if got := r.d.Config(); !bytes.Equal(got, append(mac[:6:6], 0, 0, 0, 0, 0, 0)) {
 		t.Errorf("config space % x", got)
 	}
 	if got := newRig(t, nil).d.Features(); got != 0 {
@@ -295,5 +295,22 @@ func TestStateConfig(t *testing.T) {
 		if _, err := s.Config(); err == nil {
 			t.Errorf("state %+v accepted", s)
 		}
+	}
+}
+
+// TestUserMTU: on the user-mode network the device offers MTU and its
+// configuration space's mtu is UserMTU, so that Linux takes 64 KiB frames.
+func TestUserMTU(t *testing.T) {
+	be, err := NewUser(UserConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{ID: "eth0", User: true}, be, nil, nil)
+	defer d.Close()
+	if d.Features()&featMTU == 0 {
+		t.Errorf("features %#x, want MTU", d.Features())
+	}
+	if c := d.Config(); len(c) != 12 || binary.LittleEndian.Uint16(c[10:]) != UserMTU {
+		t.Errorf("config space % x, want mtu %d at 10", c, UserMTU)
 	}
 }

@@ -51,6 +51,10 @@ func OpenTap(name string) (*Tap, error) {
 
 func (*Tap) Offloads() bool { return true }
 
+// MTU leaves the guest at 1500: the tap's own MTU is its owner's to set,
+// and TSO carries large segments anyway.
+func (*Tap) MTU() int { return 0 }
+
 func (t *Tap) ReadFrame(b []byte) (int, error) { return t.f.Read(b) }
 
 func (t *Tap) WriteFrame(b []byte) error {

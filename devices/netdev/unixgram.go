@@ -48,6 +48,9 @@ func DialUnixgram(path string, vfkitMagic bool) (*Unixgram, error) {
 
 func (*Unixgram) Offloads() bool { return false }
 
+// MTU leaves the guest at 1500, the peer's default (gvproxy's -mtu).
+func (*Unixgram) MTU() int { return 0 }
+
 // ReadFrame reads one datagram after a zeroed header; a datagram too long
 // for b is dropped.
 func (u *Unixgram) ReadFrame(b []byte) (int, error) {

@@ -27,7 +27,7 @@ const (
 	UserGatewayMAC = "5a:94:ef:e4:0c:dd" // the gateway's MAC
 	UserGuestIP    = "192.168.127.2"     // the guest's address, leased to its MAC
 	UserHostIP     = "192.168.127.254"   // the host's 127.0.0.1, as the guest reaches it
-	UserMTU        = 1500                // the IP MTU, which DHCP tells the guest
+	UserMTU        = 65520               // the IP MTU, which the device and DHCP tell the guest
 )
 
 // DefaultUserMAC is the guest MAC a user-mode network leases UserGuestIP to
@@ -41,6 +41,9 @@ var DefaultUserMAC = net.HardwareAddr{0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee}
 const maxUserFrame = UserMTU + ethHeaderSize
 
 const ethHeaderSize = 14
+
+// gatewayMAC is UserGatewayMAC.
+var gatewayMAC, _ = net.ParseMAC(UserGatewayMAC)
 
 // UserConfig is a user-mode network: the guest's MAC (nil for
 // DefaultUserMAC) and the ports published from the host to the guest.
@@ -148,7 +151,7 @@ func (f Forward) check() error {
 //
 // Frames pass between the device and the network through an in-memory
 // pipe (net.Pipe, which neither merges nor splits them: the network reads
-// each whole into a 128 KiB buffer, and its frames, at most 1514 bytes,
+// each whole into a 128 KiB buffer, and its frames, at most 65534 bytes,
 // each fit one ReadFrame), one bare Ethernet frame each, as the network
 // takes them from vfkit. No offloads: WriteFrame drops the virtio header,
 // ReadFrame zeroes it. The pipe has no buffer: a frame waits in WriteFrame
@@ -242,8 +245,11 @@ func NewUser(cfg UserConfig, log *slog.Logger) (*User, error) {
 
 func (*User) Offloads() bool { return false }
 
+// MTU is UserMTU: the guest sends and receives frames of up to 64 KiB.
+func (*User) MTU() int { return UserMTU }
+
 // ReadFrame reads the network's next frame after a zeroed header. b must
-// hold a frame of the MTU (1526 bytes with the header).
+// hold a frame of the MTU (65546 bytes with the header).
 func (u *User) ReadFrame(b []byte) (int, error) {
 	if len(b) < HeaderSize+maxUserFrame {
 		return 0, fmt.Errorf("user-mode network: receive buffer of %d bytes is shorter than %d", len(b), HeaderSize+maxUserFrame)
@@ -261,14 +267,19 @@ func (u *User) ReadFrame(b []byte) (int, error) {
 }
 
 // WriteFrame sends the frame after its header to the network. It refuses
-// a frame without a whole Ethernet header (the library would crash on it)
-// or longer than the MTU allows (1514 bytes without the virtio header).
+// a frame without a whole Ethernet header (the library would crash on it),
+// longer than the MTU allows (65534 bytes without the virtio header), or
+// from the gateway's MAC: the library's switch would from then on take the
+// guest for the gateway, and send it none of the gateway's broadcasts (DHCP
+// offers, ARP requests).
 func (u *User) WriteFrame(b []byte) error {
 	switch n := len(b) - HeaderSize; {
 	case n < ethHeaderSize:
 		return fmt.Errorf("user-mode network: frame of %d bytes is shorter than its headers (%d)", len(b), HeaderSize+ethHeaderSize)
 	case n > maxUserFrame:
 		return fmt.Errorf("user-mode network: frame of %d bytes is longer than the MTU allows (%d)", len(b), HeaderSize+maxUserFrame)
+	case bytes.Equal(b[HeaderSize+6:HeaderSize+12], gatewayMAC):
+		return fmt.Errorf("user-mode network: frame from the gateway's MAC %s", UserGatewayMAC)
 	}
 	_, err := u.dev.Write(b[HeaderSize:])
 	return err

@@ -176,7 +176,7 @@ func TestUserDHCP(t *testing.T) {
 		t.Errorf("DNS %v", offer.DNS())
 	case net.IP(offer.SubnetMask()).String() != "255.255.255.0":
 		t.Errorf("mask %s", net.IP(offer.SubnetMask()))
-	case !bytes.Equal(offer.Options.Get(dhcpv4.OptionInterfaceMTU), []byte{0x05, 0xdc}):
+	case !bytes.Equal(offer.Options.Get(dhcpv4.OptionInterfaceMTU), []byte{UserMTU >> 8, UserMTU & 0xff}):
 		t.Errorf("MTU option % x", offer.Options.Get(dhcpv4.OptionInterfaceMTU))
 	}
 
