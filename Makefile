@@ -5,7 +5,7 @@
 GO ?= go
 export CGO_ENABLED := 0
 
-.PHONY: build squibd-linux-arm64 test demo bench-boot bench-blk fuzz clean
+.PHONY: build squibd-linux-arm64 test demo bench-boot bench-blk bench-net fuzz clean
 
 # squibd for this machine; on macOS, ad-hoc signed with entitlements.plist:
 # the hypervisor entitlement, without which Hypervisor.framework refuses to
@@ -36,6 +36,11 @@ bench-boot:
 bench-blk:
 	$(GO) test -run '^$$' -bench BlkLab -benchtime 1x -timeout 90m ./e2e/
 
+# vsock and user-mode TCP throughput against L1's Unix socket and loopback
+# TCP, both page sizes (emulated: read the ratios).
+bench-net:
+	$(GO) test -run '^$$' -bench NetLab -benchtime 1x -timeout 90m ./e2e/
+
 # A short run of every fuzz target.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./fdt/
@@ -47,6 +52,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzQueue -fuzztime 30s ./virtio/
 	$(GO) test -run '^$$' -fuzz FuzzTransport -fuzztime 30s ./virtio/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./devices/blk/
+	$(GO) test -run '^$$' -fuzz FuzzPacket -fuzztime 30s ./devices/vsock/
+	$(GO) test -run '^$$' -fuzz FuzzConnect -fuzztime 30s ./devices/vsock/
+	$(GO) test -run '^$$' -fuzz FuzzTxChain -fuzztime 30s ./devices/netdev/
+	$(GO) test -run '^$$' -fuzz FuzzUserFrame -fuzztime 30s ./devices/netdev/
 
 clean:
 	rm -rf bin

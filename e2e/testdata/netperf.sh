@@ -7,13 +7,14 @@
 #   - over TCP to L1's loopback through the NAT, against L1's loopback
 #     TCP (FLOOR-TCP),
 # ROUNDS times (default 1), each round the floors first. squibd's last log
-# line (EXITS) counts its vCPUs' exits, for the benchmark's per-frame cost.
+# line (EXITS) counts its vCPUs' exits. $SQUIBD names another squibd
+# binary than /squibd, for a side-by-side run.
 . /e2e/lib.sh
 mib64=67108864
 rm -f /tmp/p.in
 : >/tmp/p.out
 mkfifo /tmp/p.in
-/squibd run --log-level info --cpus 2 --kernel /guest/Image --initrd /guest/initrd.gz \
+"${SQUIBD:-/squibd}" run --log-level info --cpus 2 --kernel /guest/Image --initrd /guest/initrd.gz \
 	--cmdline "console=ttyAMA0 earlycon panic=-1 squib.test=net" \
 	--net user --vsock 3,/tmp/p.vsock </tmp/p.in >/tmp/p.out 2>&1 &
 pid_p=$!
