@@ -71,15 +71,25 @@
 // lab guest through package vmm with 1 and 2 vCPUs;
 // snapshot_darwin_arm64_test.go runs the lab's snapshot scenarios (full and
 // diff snapshots of a running workload, merge, restore mapped and copied,
-// two clone processes side by side); pauth_darwin_arm64_test.go signs a
-// pointer in a tiny guest and authenticates it after restoring the vCPU in
-// another process. The first two need the guest's Image and initrd.gz
-// (lab/build-kernel.sh and lab/build-initrd.sh build them on Debian or
+// two clone processes side by side); blk_darwin_arm64_test.go boots the
+// guest from its ext4 root drive and restores a disk loop's snapshot onto a
+// copy of the image; net_darwin_arm64_test.go runs the Mac's networking,
+// virtio-vsock over Unix sockets (TestVsockEcho: 8 host streams at once
+// echoed, 1 MiB each, through Firecracker's hybrid-vsock handshake, and a
+// guest-initiated stream to the socket's _5001) and virtio-net on the
+// user-mode network (TestUserNetFetch: DHCP lease, DNS, 1 MiB fetched from
+// the host's loopback through the NAT, a published port to the guest's
+// httpd; a tap is Linux only); pauth_darwin_arm64_test.go signs a pointer
+// in a tiny guest and authenticates it after restoring the vCPU in another
+// process. All but the last need the guest's Image and initrd.gz, and the
+// root drive tests rootfs.ext4.gz too (lab/build-kernel.sh,
+// lab/build-initrd.sh and lab/build-rootfs.sh build them on Debian or
 // Ubuntu; copy them to the Mac); all need a test binary signed with
 // entitlements.plist, which go test's -exec wrapper
 // testdata/codesign-exec.sh takes care of. From the repository root:
 //
 //	SQUIB_GUEST_IMAGE=/path/to/Image SQUIB_GUEST_INITRD=/path/to/initrd.gz \
+//	  SQUIB_GUEST_ROOTFS=/path/to/rootfs.ext4.gz \
 //	  go test -exec "$PWD/hvf/testdata/codesign-exec.sh" -v ./hvf/
 //
 // Without the variables, on macOS before 15, or unsigned, the tests skip
