@@ -86,6 +86,10 @@ fail() {
 	exit "$code"
 }
 
+# eol ends a guest's console line (the tty's \r\n): a pattern ending in it
+# matches only a line printed whole, not one the console is still writing.
+eol=$(printf '\r')
+
 # waitn PATTERN FILE N [SECONDS]: wait (default 120 s) until N lines of
 # FILE match PATTERN.
 waitn() {
@@ -122,7 +126,7 @@ stream() {
 	waitfor 'SQUIB-NETBENCH-READY' /tmp/bench.out 30 || { cat /tmp/bench.out; fail 60 $1; }
 	k=$(grep -c 'SQUIB-GUEST-RUN SQUIB-NETBENCH-' /tmp/$1.out)
 	say $1 "run netbench $4"
-	waitn 'SQUIB-GUEST-RUN SQUIB-NETBENCH-' /tmp/$1.out $((k + 1)) 300 || { echo "$2 $(tail -1 /tmp/bench.out)"; fail 61 $1; }
+	waitn "SQUIB-GUEST-RUN SQUIB-NETBENCH-.*$eol" /tmp/$1.out $((k + 1)) 300 || { echo "$2 $(tail -1 /tmp/bench.out)"; fail 61 $1; }
 	waitfor 'SQUIB-NETBENCH-(RECV|SEND|FAIL)' /tmp/bench.out 60 || { cat /tmp/bench.out; fail 62 $1; }
 	echo "$2 $(grep -o 'SQUIB-NETBENCH-[A-Z]* .*' /tmp/bench.out | tail -1)"
 	echo "$2-GUEST $(grep -o 'SQUIB-GUEST-RUN SQUIB-NETBENCH-[A-Z]* .*' /tmp/$1.out | tail -1 | tr -d '\r' | cut -d' ' -f2-)"

@@ -47,7 +47,7 @@ start b
 	--net 'eth0=publish:8081:80' --resume >/dev/null || fail 122 b
 k=$(grep -c 'SQUIB-GUEST-RUN' /tmp/b.out)
 say b 'run wget -q -O /again http://192.168.127.254:8000/blob && echo AGAIN sum=$(md5sum </again | cut -c1-32) addr=$(ip -4 -o addr show dev eth0 | grep -o "inet [0-9./]*" | cut -d" " -f2)'
-waitn 'SQUIB-GUEST-RUN' /tmp/b.out $((k + 1)) || fail 123 b
+waitn "SQUIB-GUEST-RUN .*$eol" /tmp/b.out $((k + 1)) || fail 123 b
 echo "AGAIN b $(grep -o 'SQUIB-GUEST-RUN AGAIN .*' /tmp/b.out | tail -1 | tr -d '\r' | cut -d' ' -f3-)"
 echo "PUBLISHED b $(get 8081)"
 echo "CONFIG b $(/labtool get /tmp/b.sock /vm/config | grep -o '"network-interfaces":\[[^]]*\]')"

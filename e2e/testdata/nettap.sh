@@ -38,7 +38,7 @@ run() {
 	local k
 	k=$(grep -c 'SQUIB-GUEST-RUN' /tmp/$1.out)
 	say $1 "run $3"
-	waitn 'SQUIB-GUEST-RUN' /tmp/$1.out $((k + 1)) || fail 100 $1
+	waitn "SQUIB-GUEST-RUN .*$eol" /tmp/$1.out $((k + 1)) || fail 100 $1
 	echo "$2 $1 $(grep -o 'SQUIB-GUEST-RUN .*' /tmp/$1.out | sed -n "$((k + 1))p" | tr -d '\r' | cut -d' ' -f2-)"
 }
 
@@ -56,7 +56,7 @@ done
 say a "run netbench recv -n tcp:0.0.0.0:9000 >/dev/console 2>&1 &"
 waitfor 'SQUIB-NETBENCH-READY' /tmp/a.out 60 || fail 102 a
 run b SEND "netbench send -n tcp:10.0.77.2:9000 16777216"
-waitfor 'SQUIB-NETBENCH-RECV' /tmp/a.out 60 || fail 103 a
+waitfor "SQUIB-NETBENCH-RECV .*$eol" /tmp/a.out 60 || fail 103 a
 echo "RECV a $(grep -o 'SQUIB-NETBENCH-RECV .*' /tmp/a.out | tail -1 | tr -d '\r' | cut -d' ' -f2-)"
 run a FETCH "$fetch"
 

@@ -35,7 +35,7 @@ guestconnect() {
 	done
 	k=$(grep -c 'SQUIB-GUEST-RUN SQUIB-VSOCK-' /tmp/$1.out)
 	say $1 "run vsock connect 2 5001 $2"
-	waitn 'SQUIB-GUEST-RUN SQUIB-VSOCK-' /tmp/$1.out $((k + 1)) || fail 103 $1
+	waitn "SQUIB-GUEST-RUN SQUIB-VSOCK-.*$eol" /tmp/$1.out $((k + 1)) || fail 103 $1
 	waitfor 'VSOCK-LISTEN' /tmp/listen-$1.out 120 || { cat /tmp/listen-$1.out; fail 104 $1; }
 	echo "GUEST $1 $(grep -o 'SQUIB-VSOCK-[A-Z]* .*' /tmp/$1.out | grep -v ECHO | tail -1 | tr -d '\r' | cut -d' ' -f2-)"
 	echo "LISTEN $1 $(cut -d' ' -f2- /tmp/listen-$1.out)"
