@@ -35,8 +35,10 @@ func buildForL1(t testing.TB, pkg string) string {
 // TestAPI runs, in one L1:
 //
 //   - lifecycle: squibd --api-sock boots a counting guest (squib.test=counter)
-//     from the ext4 root drive, with the requests Firecracker's Go SDK
-//     sends, in its order; GET / says
+//     from the ext4 root drive, a network interface on a tap and a vsock,
+//     with the requests Firecracker's Go SDK sends, in its order; the
+//     interface takes a rate limiter that does not limit and refuses one
+//     that would, the vsock socket answers a stream; GET / says
 //     Running, then Paused after PATCH /vm, when the guest's console stands
 //     still, then Running after resuming, when it counts on; the client
 //     commands pause, resume and show the same state; every request that is
@@ -76,7 +78,7 @@ func TestAPI(t *testing.T) {
 	})
 	t.Logf("lab time of the API tests: %s", time.Since(start).Round(100*time.Millisecond))
 	markers := map[string][]string{
-		"lifecycle": {"SQUIB-API-READY", "SQUIB-API-RUNNING", "SQUIB-API-PAUSED", "SQUIB-API-FROZEN", "SQUIB-API-RESUMED",
+		"lifecycle": {"SQUIB-API-READY", "SQUIB-API-RUNNING", "SQUIB-API-DEVICES", "SQUIB-API-PAUSED", "SQUIB-API-FROZEN", "SQUIB-API-RESUMED",
 			"SQUIB-API-CONTINUED", "SQUIB-API-CLIENT", "SQUIB-API-FAULTS", "SQUIB-API-METRICS", "SQUIB-API-STORM", "SQUIB-API-SIGTERM"},
 		"config":   {"SQUIB-API-READY", "SQUIB-API-CONFIG", "SQUIB-API-SIGTERM"},
 		"poweroff": {"SQUIB-API-READY", "SQUIB-GUEST-POWEROFF", "SQUIB-API-POWEROFF"},
@@ -104,7 +106,7 @@ func TestAPI(t *testing.T) {
 	for _, m := range regexp.MustCompile(`SQUIB-API-REQUEST (\S+ \S+) `).FindAllStringSubmatch(results[0].Output, -1) {
 		got = append(got, m[1])
 	}
-	want := "PUT /logger, PUT /metrics, PUT /machine-config, GET /machine-config, PUT /boot-source, PUT /drives/rootfs, PUT /actions"
+	want := "PUT /logger, PUT /metrics, PUT /machine-config, GET /machine-config, PUT /boot-source, PUT /drives/rootfs, PUT /network-interfaces/1, PUT /vsock, PUT /actions"
 	if strings.Join(got, ", ") != want {
 		t.Errorf("lifecycle: requests sent: %s\nwant %s", strings.Join(got, ", "), want)
 	}

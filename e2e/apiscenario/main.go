@@ -7,7 +7,9 @@
 //
 //	lifecycle  boot a counting guest (squib.test=counter) from the ext4 root
 //	           drive with the requests Firecracker's Go SDK sends, in its
-//	           order (machine, boot source, drives, start); pause and resume it
+//	           order (machine, boot source, drives, a network interface on
+//	           a tap, vsock, start); the vsock socket answers, the
+//	           interface's rate limiter is patched; pause and resume it
 //	           through PATCH /vm and the client commands, seeing GET / and
 //	           the guest's console agree; every fault after the start; the
 //	           metrics FlushMetrics writes; 50 clients pausing and resuming
@@ -303,8 +305,16 @@ func (d *daemon) sdkStep(method, path, body string) error {
 	return nil
 }
 
+// The lifecycle guest's devices besides its root drive, as the Go SDK
+// configures them: interface "1" on a tap, and a vsock.
+const (
+	sdkTap   = "sdk0"
+	sdkVsock = "/tmp/api.vsock"
+)
+
 // boot configures and starts a guest in the Go SDK's order (logger and
-// metrics only when their paths are given).
+// metrics only when their paths are given); a guest with a root drive
+// gets the SDK's network interface and vsock too.
 func (d *daemon) boot(logPath, metricsPath string, vcpus, memMiB int, test string, rootDrive bool) error {
 	steps := [][3]string{}
 	if logPath != "" {
@@ -329,6 +339,13 @@ func (d *daemon) boot(logPath, metricsPath string, vcpus, memMiB int, test strin
 		}
 		steps = append(steps, [3]string{"PUT", "/drives/rootfs",
 			fmt.Sprintf(`{"drive_id": "rootfs", "path_on_host": %q, "is_root_device": true, "is_read_only": false}`, rootfs)})
+		if out, err := exec.Command("tunctl", "-t", sdkTap).CombinedOutput(); err != nil {
+			return fmt.Errorf("tunctl -t %s: %v: %s", sdkTap, err, out)
+		}
+		steps = append(steps,
+			[3]string{"PUT", "/network-interfaces/1",
+				fmt.Sprintf(`{"iface_id": "1", "host_dev_name": %q, "guest_mac": "06:00:ac:10:00:02"}`, sdkTap)},
+			[3]string{"PUT", "/vsock", fmt.Sprintf(`{"guest_cid": 3, "uds_path": %q, "vsock_id": "vsock0"}`, sdkVsock)})
 	}
 	steps = append(steps, [3]string{"PUT", "/actions", `{"action_type": "InstanceStart"}`})
 	for _, s := range steps {
@@ -336,6 +353,53 @@ func (d *daemon) boot(logPath, metricsPath string, vcpus, memMiB int, test strin
 			return err
 		}
 	}
+	return nil
+}
+
+// sdkDevices checks the running lifecycle guest's network interface and
+// vsock as the Go SDK would use them: PATCH /network-interfaces/1 takes a
+// rate limiter that does not limit (one that would is among the faults); GET
+// /vm/config lists both devices; a host-initiated vsock stream to a port
+// the guest does not listen on is answered (the guest's driver resets it:
+// squibd closes the stream without "OK"), so the device and the guest's
+// driver are up.
+func sdkDevices(d *daemon) error {
+	if err := d.ok("PATCH", "/network-interfaces/1",
+		`{"iface_id": "1", "rx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}`); err != nil {
+		return err
+	}
+	var full struct {
+		Nets []struct {
+			ID  string `json:"iface_id"`
+			Tap string `json:"host_dev_name"`
+			MAC string `json:"guest_mac"`
+		} `json:"network-interfaces"`
+		Vsock struct {
+			CID  int    `json:"guest_cid"`
+			Path string `json:"uds_path"`
+		} `json:"vsock"`
+	}
+	if err := d.get("/vm/config", &full); err != nil {
+		return err
+	}
+	if len(full.Nets) != 1 || full.Nets[0].ID != "1" || full.Nets[0].Tap != sdkTap || full.Nets[0].MAC != "06:00:ac:10:00:02" ||
+		full.Vsock.CID != 3 || full.Vsock.Path != sdkVsock {
+		return fmt.Errorf("GET /vm/config: network interfaces %+v, vsock %+v", full.Nets, full.Vsock)
+	}
+	c, err := net.Dial("unix", sdkVsock)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.WriteString(c, "CONNECT 5000\n"); err != nil {
+		return err
+	}
+	answer, err := io.ReadAll(c)
+	if err != nil || len(answer) != 0 {
+		return fmt.Errorf("vsock CONNECT to a port without a listener: %q, %v; want the stream closed", answer, err)
+	}
+	fmt.Printf("SQUIB-API-DEVICES tap=%s vsock=%s\n", sdkTap, sdkVsock)
 	return nil
 }
 
@@ -445,6 +509,9 @@ func lifecycle([]string) error {
 		return err
 	}
 	fmt.Printf("SQUIB-API-RUNNING counter=%d ms=%d\n", d.con.counter(), time.Since(began).Milliseconds())
+	if err := sdkDevices(d); err != nil {
+		return err
+	}
 
 	// Pause: GET / and "squibd status" say Paused, the guest stops.
 	took, err := d.timed("PATCH", "/vm", `{"state": "Paused"}`)
@@ -510,6 +577,10 @@ func lifecycle([]string) error {
 		{"PUT", "/logger", `{"level": "Debug"}`, after},
 		{"PUT", "/metrics", `{"metrics_path": "/tmp/other.metrics"}`, after},
 		{"PUT", "/entropy", `{}`, after},
+		{"PUT", "/network-interfaces/2", fmt.Sprintf(`{"iface_id": "2", "host_dev_name": %q}`, sdkTap), after},
+		{"PUT", "/vsock", `{"guest_cid": 4, "uds_path": "/tmp/other.vsock"}`, after},
+		{"PATCH", "/network-interfaces/1", `{"iface_id": "1", "tx_rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}`,
+			"squibd does not rate-limit"},
 		{"PUT", "/snapshot/load", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`, after},
 		{"PUT", "/snapshot/create", `{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}`,
 			"Create snapshot error: the microVM must be paused (PATCH /vm Paused) first"},
@@ -539,7 +610,7 @@ func lifecycle([]string) error {
 	if full.Boot.Kernel != kernel || full.Boot.BootArgs != bootArgs("counter") || full.MC.VCPUs != 2 || full.MC.MemMiB != 256 {
 		return fmt.Errorf("GET /vm/config after the faults: %+v", full)
 	}
-	for _, f := range []string{"/tmp/other.metrics", "/tmp/s", "/tmp/m"} {
+	for _, f := range []string{"/tmp/other.metrics", "/tmp/s", "/tmp/m", "/tmp/other.vsock"} {
 		if _, err := os.Stat(f); err == nil {
 			return fmt.Errorf("a refused request created %s", f)
 		}
