@@ -175,10 +175,11 @@ func (q *Queue) descriptor(gpa uint64) (descriptor, error) {
 func (c *Chain) Room() uint64 { return c.room }
 
 // Gather copies the chain's readable buffers, in order, into b and returns
-// the bytes copied; more reports that the buffers hold more than b.
+// the bytes copied; more reports that the buffers hold more than b (empty
+// buffers after b is full hold nothing more).
 func (c *Chain) Gather(ram *memory.RAM, b []byte) (n int, more bool) {
 	for _, buf := range c.Readable {
-		if n == len(b) {
+		if n == len(b) && buf.Len > 0 {
 			return n, true
 		}
 		src, err := ram.Slice(buf.Addr, uint64(min(buf.Len, uint32(len(b)-n))))

@@ -387,3 +387,34 @@ func TestNotifyPast(t *testing.T) {
 		}
 	}
 }
+
+// TestGather: Gather copies the readable buffers in order and reports more
+// only when a buffer holds bytes beyond b, not for empty buffers after the
+// bytes that filled it.
+func TestGather(t *testing.T) {
+	ram, err := memory.New(0x4000_0000, 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ram.Write(0x4000_0000, []byte("abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		bufs []Buffer
+		size int
+		want string
+		more bool
+	}{
+		{[]Buffer{{0x4000_0000, 3}, {0x4000_0003, 3}}, 6, "abcdef", false},
+		{[]Buffer{{0x4000_0000, 3}, {0x4000_0003, 3}, {0x4000_0006, 0}}, 6, "abcdef", false},
+		{[]Buffer{{0x4000_0000, 3}, {0x4000_0003, 3}}, 5, "abcde", true},
+		{[]Buffer{{0x4000_0000, 3}, {0x4000_0003, 3}}, 3, "abc", true},
+		{[]Buffer{{0x4000_0000, 0}, {0x4000_0000, 2}}, 4, "ab", false},
+	} {
+		b := make([]byte, c.size)
+		n, more := (&Chain{Readable: c.bufs}).Gather(ram, b)
+		if string(b[:n]) != c.want || more != c.more {
+			t.Errorf("Gather %v into %d bytes: %q, more %v; want %q, more %v", c.bufs, c.size, b[:n], more, c.want, c.more)
+		}
+	}
+}

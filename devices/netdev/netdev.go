@@ -258,14 +258,12 @@ func (d *Device) serveTx(q *virtio.Queue) error {
 // malformed one.
 func (d *Device) frame(c *virtio.Chain) []byte {
 	if d.scratch == nil {
-		// A byte over MaxFrame: a chain that fills it is too long. (Gather's
-		// more would also count empty buffers after the frame's last byte.)
-		d.scratch = make([]byte, MaxFrame+1)
+		d.scratch = make([]byte, MaxFrame)
 	}
-	n, _ := c.Gather(d.ram, d.scratch)
+	n, more := c.Gather(d.ram, d.scratch)
 	f := d.scratch[:n]
 	switch {
-	case n > MaxFrame:
+	case more:
 		d.log.Warn("tx long", "net: transmitted frame longer than 65562 bytes dropped")
 		return nil
 	case n < HeaderSize:
