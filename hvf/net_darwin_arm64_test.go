@@ -27,6 +27,7 @@ import (
 	"github.com/squibvm/squib/devices/netdev"
 	"github.com/squibvm/squib/devices/vsock"
 	"github.com/squibvm/squib/hvf"
+	"github.com/squibvm/squib/lab"
 	"github.com/squibvm/squib/loader"
 	"github.com/squibvm/squib/vmm"
 )
@@ -68,32 +69,6 @@ func startGuest(t *testing.T, h *hvf.Hypervisor, cfg vmm.Config) (console *syncB
 	})
 	t.Cleanup(stop)
 	return console, w, stop
-}
-
-// pattern is n bytes of xorshift32 from seed, the low byte of each step:
-// from guestSeed it is what the lab's vsock program (lab/prog/vsock.c)
-// sends, as e2e/labtool makes it.
-func pattern(seed uint32, n int) []byte {
-	b := make([]byte, n)
-	x := seed
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = byte(x)
-	}
-	return b
-}
-
-const guestSeed = 2463534242
-
-// fnv64 is the 64-bit FNV-1a of b, the sum lab/prog/vsock.c prints.
-func fnv64(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h = (h ^ uint64(c)) * 1099511628211
-	}
-	return h
 }
 
 // vsockEcho opens a stream to the guest's port 5000 through the vsock
@@ -166,7 +141,7 @@ func TestVsockEcho(t *testing.T) {
 	errs := make([]error, streams)
 	var wg sync.WaitGroup
 	for i := range streams {
-		wg.Go(func() { errs[i] = vsockEcho(uds, pattern(uint32(i+1), 1<<20)) })
+		wg.Go(func() { errs[i] = vsockEcho(uds, lab.Pattern(uint32(i+1), 1<<20)) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -208,10 +183,10 @@ func TestVsockEcho(t *testing.T) {
 		t.Errorf("the host's _5001 listener: %v", r.err)
 	case g[1] != "65536" || g[3] != "0":
 		t.Errorf("the guest: %q, want 65536 bytes sent and none received", g[0])
-	case !bytes.Equal(r.b, pattern(guestSeed, 65536)):
+	case !bytes.Equal(r.b, lab.Pattern(lab.GuestSeed, 65536)):
 		t.Errorf("the host's _5001 listener got %d bytes, not the guest's 64 KiB pattern", len(r.b))
-	case g[2] != fmt.Sprintf("%016x", fnv64(r.b)):
-		t.Errorf("the guest's sum %s differs from the received bytes' %016x", g[2], fnv64(r.b))
+	case g[2] != lab.Sum(r.b):
+		t.Errorf("the guest's sum %s differs from the received bytes' %s", g[2], lab.Sum(r.b))
 	}
 	if strings.Contains(console.String(), "SQUIB-VSOCK-ECHO-END") {
 		t.Errorf("a guest echo connection ended in an error:\n%s", console.String())

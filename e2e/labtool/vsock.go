@@ -12,32 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/squibvm/squib/lab"
 )
-
-// pattern returns n bytes of xorshift32 from seed, the low byte of each
-// step; from 2463534242 it is what lab/prog/vsock.c sends.
-func pattern(seed uint32, n int) []byte {
-	b := make([]byte, n)
-	x := seed
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = byte(x)
-	}
-	return b
-}
-
-const guestSeed = 2463534242
-
-// fnv is the 64-bit FNV-1a of b.
-func fnv(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h = (h ^ uint64(c)) * 1099511628211
-	}
-	return h
-}
 
 // hostConnect opens a stream to the guest's port through squibd's vsock
 // socket uds, as Firecracker's hybrid vsock has it, and returns it with
@@ -108,7 +85,7 @@ func vsockEcho(uds, port, streams, size string) error {
 			defer wg.Done()
 			s, _, err := hostConnect(uds, port)
 			if err == nil {
-				err = echo(s, pattern(uint32(i+1), bytesEach), 10*time.Minute)
+				err = echo(s, lab.Pattern(uint32(i+1), bytesEach), 10*time.Minute)
 				s.Close()
 			}
 			if err != nil {
@@ -142,10 +119,10 @@ func vsockListen(path string) error {
 		return err
 	}
 	same := "no"
-	if bytes.Equal(b, pattern(guestSeed, len(b))) {
+	if bytes.Equal(b, lab.Pattern(lab.GuestSeed, len(b))) {
 		same = "yes"
 	}
-	fmt.Printf("VSOCK-LISTEN bytes=%d sum=%016x pattern=%s\n", len(b), fnv(b), same)
+	fmt.Printf("VSOCK-LISTEN bytes=%d sum=%s pattern=%s\n", len(b), lab.Sum(b), same)
 	return nil
 }
 
@@ -157,7 +134,7 @@ func vsockStall(uds, port string) error {
 		return err
 	}
 	defer stalled.Close()
-	want := pattern(7, total)
+	want := lab.Pattern(7, total)
 	var sent atomic.Int64
 	done := make(chan error, 1)
 	go func() {
@@ -176,7 +153,7 @@ func vsockStall(uds, port string) error {
 	if s, _, err := hostConnect(uds, port); err != nil {
 		other = err.Error()
 	} else {
-		if err := echo(s, pattern(8, 1<<20), 5*time.Minute); err != nil {
+		if err := echo(s, lab.Pattern(8, 1<<20), 5*time.Minute); err != nil {
 			other = err.Error()
 		}
 		s.Close()
