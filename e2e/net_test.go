@@ -47,16 +47,7 @@ func TestNet(t *testing.T) {
 // gvproxy keeps for the configured MAC, the gateway's name, and the blob
 // fetched through gvproxy's NAT.
 func checkNetGvproxy(t *testing.T, out string) {
-	if got := lineAfter(out, "ADDR g"); got != "192.168.127.2/24 router=192.168.127.1 dns=192.168.127.1" {
-		t.Errorf("gvproxy's DHCP lease %q", got)
-	}
-	if got := lineAfter(out, "DNS g"); got != "192.168.127.1" {
-		t.Errorf("gateway.containers.internal from gvproxy resolved to %q", got)
-	}
-	blob := fields(out, "BLOB")["sum"]
-	if f := fields(out, "FETCH g"); blob == "" || f["bytes"] != "1048576" || f["sum"] != blob {
-		t.Errorf("1 MiB fetched through gvproxy: %v, want sum %q", f, blob)
-	}
+	checkNetGuest(t, out, "g", "gvproxy")
 	checkStopped(t, out, "g")
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
@@ -65,20 +56,30 @@ func checkNetGvproxy(t *testing.T, out string) {
 	logMarked(t, out, "BLOB ", "MAC ", "ADDR ", "DNS ", "FETCH ")
 }
 
-func checkNet(t *testing.T, out string) {
-	if got := lineAfter(out, "MAC a"); got != "5a:94:ef:e4:0c:ee" {
-		t.Errorf("guest MAC %q, want the user-mode network's default", got)
+// checkNetGuest checks what guest-init's test_net printed in guest name's
+// lines, on a network served by via: the default user-mode MAC (which
+// gvproxy's static lease names too), the lease of 192.168.127.2 from the
+// gateway, the gateway's name resolved, and L1's 1 MiB blob fetched intact
+// through the NAT.
+func checkNetGuest(t *testing.T, out, name, via string) {
+	if got := lineAfter(out, "MAC "+name); got != "5a:94:ef:e4:0c:ee" {
+		t.Errorf("%s: guest MAC %q, want the user-mode network's default", via, got)
 	}
-	if got := lineAfter(out, "ADDR a"); got != "192.168.127.2/24 router=192.168.127.1 dns=192.168.127.1" {
-		t.Errorf("DHCP lease %q", got)
+	if got := lineAfter(out, "ADDR "+name); got != "192.168.127.2/24 router=192.168.127.1 dns=192.168.127.1" {
+		t.Errorf("%s: DHCP lease %q", via, got)
 	}
-	if got := lineAfter(out, "DNS a"); got != "192.168.127.1" {
-		t.Errorf("gateway.containers.internal resolved to %q", got)
+	if got := lineAfter(out, "DNS "+name); got != "192.168.127.1" {
+		t.Errorf("%s: gateway.containers.internal resolved to %q", via, got)
 	}
 	blob := fields(out, "BLOB")["sum"]
-	if f := fields(out, "FETCH a"); blob == "" || f["bytes"] != "1048576" || f["sum"] != blob {
-		t.Errorf("1 MiB fetched through the NAT: %v, want sum %q", f, blob)
+	if f := fields(out, "FETCH "+name); blob == "" || f["bytes"] != "1048576" || f["sum"] != blob {
+		t.Errorf("%s: 1 MiB fetched through the NAT: %v, want sum %q", via, f, blob)
 	}
+}
+
+func checkNet(t *testing.T, out string) {
+	checkNetGuest(t, out, "a", "user-mode network")
+	blob := fields(out, "BLOB")["sum"]
 	if a := fields(out, "AGAIN b"); blob == "" || a["sum"] != blob || a["addr"] != "192.168.127.2/24" {
 		t.Errorf("fetched again after restore: %v, want sum %q from 192.168.127.2/24", a, blob)
 	}
