@@ -28,17 +28,28 @@ waitfor() {
 	grep -Eq "$1" "$2"
 }
 
-# start NAME [ARGS...]: start squibd NAME with ARGS; $pid_NAME is its PID.
-start() {
+# launch NAME CMD...: run CMD in the background, its console input the
+# FIFO /tmp/NAME.in, its output /tmp/NAME.out; $pid_NAME is its PID.
+launch() {
 	local name=$1
 	shift
-	rm -f /tmp/$name.sock /tmp/$name.in
+	rm -f /tmp/$name.in
 	mkfifo /tmp/$name.in
-	/squibd --api-sock /tmp/$name.sock "$@" </tmp/$name.in >/tmp/$name.out 2>&1 &
+	: >/tmp/$name.out
+	"$@" </tmp/$name.in >/tmp/$name.out 2>&1 &
 	eval "pid_$name=$!"
 	bg="$bg $!"
 	sleep 1000000 </dev/null 2>/dev/null >/tmp/$name.in & # holds the FIFO open between inputs
 	bg="$bg $!"
+}
+
+# start NAME [ARGS...]: launch squibd NAME with ARGS, serving its API on
+# /tmp/NAME.sock, and wait for the socket.
+start() {
+	local name=$1
+	shift
+	rm -f /tmp/$name.sock
+	launch $name /squibd --api-sock /tmp/$name.sock "$@"
 	local i=0
 	until [ -S /tmp/$name.sock ] || [ $i -ge 100 ]; do
 		sleep 0.1

@@ -11,16 +11,9 @@
 # binary than /squibd, for a side-by-side run.
 . /e2e/lib.sh
 mib64=67108864
-rm -f /tmp/p.in
-: >/tmp/p.out
-mkfifo /tmp/p.in
-"${SQUIBD:-/squibd}" run --log-level info --cpus 2 --kernel /guest/Image --initrd /guest/initrd.gz \
+launch p "${SQUIBD:-/squibd}" run --log-level info --cpus 2 --kernel /guest/Image --initrd /guest/initrd.gz \
 	--cmdline "console=ttyAMA0 earlycon panic=-1 squib.test=net" \
-	--net user --vsock 3,/tmp/p.vsock </tmp/p.in >/tmp/p.out 2>&1 &
-pid_p=$!
-bg="$bg $!"
-sleep 1000000 </dev/null 2>/dev/null >/tmp/p.in & # holds the FIFO open
-bg="$bg $!"
+	--net user --vsock 3,/tmp/p.vsock
 waitfor 'SQUIB-GUEST-COUNTER=1 ' /tmp/p.out 300 || fail 100 p
 grep -q 'SQUIB-GUEST-NET-ADDR' /tmp/p.out || fail 101 p
 for round in $(seq "${ROUNDS:-1}"); do
